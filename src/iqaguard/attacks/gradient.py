@@ -1,0 +1,200 @@
+"""The ℓ∞/ℓ2 gradient family: FGSM, I-FGSM, MI-FGSM and PGD.
+
+All four ascend ``Attack.gain`` (toward *better* by default, see ``attacks/base.py``) with one
+forward+backward per step. The projection is a single ``clamp`` against bounds precomputed
+once per call, so an iteration costs one metric forward+backward plus a few element-wise ops.
+
+Sources (formulas only; no code copied):
+- FGSM: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015.
+- I-FGSM: Kurakin, Goodfellow & Bengio, "Adversarial Examples in the Physical World", ICLR-W 2017;
+  the study's setting: 10 iterations, eps 10/255, alpha 1/255 (reference/STUDY.md §2).
+- MI-FGSM: Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018 (eq. 6–7).
+- PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError
+from ..registry import ATTACKS
+from .base import Attack
+
+
+def _check_nonneg(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _check_steps(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise InputError(f"steps must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise InputError(f"steps must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-image (N,) value to broadcast over NCHW."""
+    return v.view(-1, *([1] * 3))
+
+
+def _linf_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of the ℓ∞ ball around ``x`` intersected with [0,1]; one clamp projects onto both."""
+    return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+
+
+class _LinfIterative(Attack):
+    """Shared loop of the signed-gradient ℓ∞ attacks (FGSM, I-FGSM, MI-FGSM, PGD-ℓ∞)."""
+
+    threat = "linf"
+
+    def _signed_ascent(self, metric, x, ref, x_adv, lo, hi, alpha, steps, decay=None):
+        momentum = None
+        for _ in range(steps):
+            _, grad = self.gain_and_grad(metric, x_adv, ref)
+            if decay is not None:
+                # Dong et al. 2018, eq. 6: g ← μ·g + ∇/‖∇‖₁ (mean |∇| differs by a constant factor,
+                # which leaves sign(g) unchanged); an all-zero gradient adds nothing to g.
+                scale = grad.abs().mean(dim=(1, 2, 3))
+                scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+                grad = grad / _per_image(scale)
+                momentum = grad if momentum is None else momentum.mul_(decay).add_(grad)
+                step = momentum.sign()
+            else:
+                step = grad.sign()  # not in place: autograd may return an expanded (stride-0) view
+            x_adv = torch.add(x_adv, step, alpha=alpha).clamp_(lo, hi)
+        return x_adv
+
+
+@ATTACKS.register("fgsm")
+class FGSM(_LinfIterative):
+    """One signed-gradient step of size eps (Goodfellow et al. 2015), clipped to [0,1]."""
+
+    def __init__(self, eps: float = 4 / 255, direction: str = "better", target: float | None = None):
+        super().__init__(direction=direction, target=target)
+        self.eps = _check_nonneg(eps, "eps")
+
+    def perturb(self, metric, x, ref):
+        lo, hi = _linf_box(x, self.eps)
+        return self._signed_ascent(metric, x, ref, x.clone(), lo, hi, self.eps, 1)
+
+
+@ATTACKS.register("ifgsm")
+class IFGSM(_LinfIterative):
+    """I-FGSM (Kurakin et al. 2017): ``steps`` signed steps of ``alpha``, projected onto the ℓ∞
+    ball of radius eps and [0,1] after every step. Defaults are the study's setting."""
+
+    def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
+                 direction: str = "better", target: float | None = None):
+        super().__init__(direction=direction, target=target)
+        self.eps = _check_nonneg(eps, "eps")
+        self.alpha = _check_nonneg(alpha, "alpha")
+        self.steps = _check_steps(steps)
+
+    def perturb(self, metric, x, ref):
+        lo, hi = _linf_box(x, self.eps)
+        return self._signed_ascent(metric, x, ref, x.clone(), lo, hi, self.alpha, self.steps)
+
+
+@ATTACKS.register("mifgsm")
+class MIFGSM(_LinfIterative):
+    """MI-FGSM (Dong et al. 2018): I-FGSM on an accumulated, ℓ1-normalised gradient with
+    momentum ``decay`` (μ = 1.0 in the paper)."""
+
+    def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
+                 decay: float = 1.0, direction: str = "better", target: float | None = None):
+        super().__init__(direction=direction, target=target)
+        self.eps = _check_nonneg(eps, "eps")
+        self.alpha = _check_nonneg(alpha, "alpha")
+        self.steps = _check_steps(steps)
+        self.decay = _check_nonneg(decay, "decay")
+
+    def perturb(self, metric, x, ref):
+        lo, hi = _linf_box(x, self.eps)
+        return self._signed_ascent(metric, x, ref, x.clone(), lo, hi, self.alpha, self.steps,
+                                   decay=self.decay)
+
+
+@ATTACKS.register("pgd")
+class PGD(_LinfIterative):
+    """PGD (Madry et al. 2018) in ℓ∞ or ℓ2.
+
+    ``alpha=None`` means a step of 2.5·eps/steps for both norms: the steps add up to 2.5 radii
+    whatever ``steps`` is (eps/4 at the default 10 steps, the common PGD-10 setting). ℓ∞ steps are ``alpha·sign(∇)``;
+    ℓ2 steps are ``alpha·∇/‖∇‖₂`` per image, followed by projection onto the ℓ2 ball and [0,1]
+    (clipping to [0,1] only shrinks each coordinate of δ, so the ball constraint still holds).
+    Random start: uniform in the ℓ∞ box, or uniform in the ℓ2 ball (Gaussian direction, radius
+    eps·u^(1/d)). ``seed`` fixes the draw (a fresh generator per call), ``None`` uses torch's
+    global generator.
+    """
+
+    def __init__(self, norm: str = "linf", eps: float = 4 / 255, alpha: float | None = None,
+                 steps: int = 10, random_start: bool = True, seed: int | None = None,
+                 direction: str = "better", target: float | None = None):
+        super().__init__(direction=direction, target=target)
+        if norm not in ("linf", "l2"):
+            raise InputError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        self.norm = norm
+        self.threat = norm
+        self.eps = _check_nonneg(eps, "eps")
+        self.alpha = None if alpha is None else _check_nonneg(alpha, "alpha")
+        self.steps = _check_steps(steps)
+        if not isinstance(random_start, bool):
+            raise InputError(f"random_start must be True or False, got {random_start!r}")
+        self.random_start = random_start
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise InputError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+
+    @property
+    def step_size(self) -> float:
+        return 2.5 * self.eps / self.steps if self.alpha is None else self.alpha
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        g = torch.Generator(device=device)
+        g.manual_seed(self.seed)
+        return g
+
+    def perturb(self, metric, x, ref):
+        if self.norm == "linf":
+            lo, hi = _linf_box(x, self.eps)
+            x_adv = x.clone()
+            if self.random_start:
+                gen = self._generator(x.device)
+                noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                x_adv = torch.clamp(x + (2 * noise - 1) * self.eps, lo, hi)
+            return self._signed_ascent(metric, x, ref, x_adv, lo, hi, self.step_size, self.steps)
+        return self._l2(metric, x, ref)
+
+    def _project_l2(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``x + δ`` with δ scaled into the eps-ball, clipped to [0,1]."""
+        norm = torch.linalg.vector_norm(delta.flatten(1), dim=1)
+        factor = torch.where(norm > self.eps, self.eps / norm.clamp_min(1e-30), torch.ones_like(norm))
+        return torch.addcmul(x, delta, _per_image(factor)).clamp_(0.0, 1.0)
+
+    def _l2(self, metric, x, ref):
+        alpha = self.step_size
+        x_adv = x.clone()
+        if self.random_start and self.eps > 0:
+            gen = self._generator(x.device)
+            direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            u = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype)
+            d = x[0].numel()
+            radius = self.eps * u.pow(1.0 / d)
+            scale = radius / torch.linalg.vector_norm(direction.flatten(1), dim=1).clamp_min(1e-30)
+            x_adv = self._project_l2(x, direction.mul_(_per_image(scale)))
+        for _ in range(self.steps):
+            _, grad = self.gain_and_grad(metric, x_adv, ref)
+            gnorm = torch.linalg.vector_norm(grad.flatten(1), dim=1)
+            gnorm = torch.where(gnorm > 0, gnorm, torch.ones_like(gnorm))
+            delta = (x_adv - x).addcmul_(grad, _per_image(alpha / gnorm))
+            x_adv = self._project_l2(x, delta)
+        return x_adv

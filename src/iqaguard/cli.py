@@ -1,0 +1,149 @@
+"""The ``iqaguard`` command: list, run, report, score.
+
+Bad input (unknown method, malformed spec, unreadable image) is a one-line error and exit
+code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+KINDS = ("metrics", "attacks", "defenses", "datasets")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iqaguard", description="Benchmark defenses against adversarial attacks on IQA metrics.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    ls = sub.add_parser("list", help="list registered methods")
+    ls.add_argument("kind", nargs="?", choices=KINDS, help="which registry (default: all)")
+    ls.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'jpeg*'")
+
+    run = sub.add_parser("run", help="run a benchmark (no flags: the quick suite on bundled data)")
+    run.add_argument("--metric", "-m", action="append", metavar="SPEC", help="metric spec (repeatable)")
+    run.add_argument("--attack", "-a", action="append", metavar="SPEC", help="attack spec, e.g. ifgsm:eps=4/255")
+    run.add_argument("--defense", "-d", action="append", metavar="SPEC", help="defense spec, e.g. jpeg:quality=50")
+    run.add_argument("--data", metavar="SPEC", help="dataset spec: bundled (default), folder:/path, …")
+    run.add_argument("--limit", type=int, help="use the first N images of the dataset")
+    run.add_argument("--store", metavar="FILE", help="SQLite store (default: OUT/iqaguard.db)")
+    run.add_argument("--out", default="iqaguard-out", metavar="DIR", help="output folder (default: ./iqaguard-out)")
+    run.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    run.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    run.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="rebuild the report from a store")
+    rep.add_argument("--store", default="iqaguard-out/iqaguard.db", metavar="FILE")
+    rep.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the store's folder)")
+
+    sc = sub.add_parser("score", help="score one image with a metric")
+    sc.add_argument("--metric", "-m", required=True, metavar="SPEC")
+    sc.add_argument("image")
+    sc.add_argument("--ref", metavar="IMAGE", help="reference image for full-reference metrics")
+    sc.add_argument("--device", default="cpu")
+    return p
+
+
+def dataset_spec(text: str) -> str:
+    """``koniq10k:/data/koniq`` is shorthand for ``koniq10k:root='/data/koniq'``."""
+    name, sep, rest = text.partition(":")
+    if sep and rest and "=" not in rest:
+        return f"{name}:root={rest!r}"
+    return text
+
+
+def _cmd_list(args) -> int:
+    import iqaguard as ig
+    from .registry import ATTACKS, DATASETS, DEFENSES, METRICS
+
+    regs = {"metrics": METRICS, "attacks": ATTACKS, "defenses": DEFENSES, "datasets": DATASETS}
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        reg = regs[kind]
+        if not args.kind:
+            print(f"{kind}:")
+        for name in reg.names(args.pattern):
+            try:
+                defaults = reg.defaults(name)
+            except Exception:
+                defaults = {}
+            shown = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+            print(f"{'  ' if not args.kind else ''}{name}" + (f"  ({shown})" if shown else ""))
+    del ig
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .evaluation.runner import run_benchmark
+
+    data = dataset_spec(args.data) if args.data else None
+    result = run_benchmark(metrics=args.metric, attacks=args.attack, defenses=args.defense, dataset=data,
+                           limit=args.limit, store=args.store, out=args.out, seed=args.seed,
+                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"cells: {result.computed} computed, {result.reused} reused, {result.errors} failed")
+    for name, path in result.files.items():
+        print(f"{name:8s} {path}")
+    if "report" in result.files:
+        print(f"report: open {Path(result.files['report']).resolve()}")
+    return 1 if result.errors else 0
+
+
+def _cmd_report(args) -> int:
+    from .evaluation.runner import report_from_store
+
+    result = report_from_store(args.store, args.out)
+    for name, path in result.files.items():
+        print(f"{name:8s} {path}")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    import torch
+
+    import iqaguard as ig
+    from .images import load_image
+
+    metric = ig.create_metric(args.metric).to(args.device).eval()
+    x = load_image(args.image).to(args.device)
+    with torch.no_grad():
+        if metric.mode == "FR":
+            if not args.ref:
+                raise InputError(f"metric {args.metric!r} is full-reference: pass --ref IMAGE")
+            ref = load_image(args.ref).to(args.device)
+            if ref.shape != x.shape:
+                raise InputError(f"--ref {args.ref!r} is {tuple(ref.shape[-2:])}, image is {tuple(x.shape[-2:])}")
+            value = metric(x, ref)
+        else:
+            value = metric(x)
+    direction = "lower is better" if metric.lower_better else "higher is better"
+    print(f"{float(value[0]):.6g}\t{args.metric}\t{args.image}\t({direction})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from ._version import __version__
+
+        print(__version__)
+        return 0
+    commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score}
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        return commands[args.command](args)
+    except InputError as exc:
+        print(f"iqaguard: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iqaguard: interrupted (finished cells are saved; rerun to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

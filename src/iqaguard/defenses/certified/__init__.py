@@ -1,0 +1,1 @@
+"""Certified defenses (a later stage): ``protect`` returns a smoothed metric with ``certify``."""

@@ -1,0 +1,18 @@
+"""``no-defense``: the identity, the baseline every defense is compared with."""
+from __future__ import annotations
+
+from ...registry import DEFENSES
+from ..base import Purifier
+
+
+@DEFENSES.register("no-defense")
+class NoDefense(Purifier):
+    """Returns the image unchanged (the study's ``no-defence``)."""
+
+    differentiable = True
+
+    def __init__(self):
+        pass
+
+    def transform(self, x, gens):
+        return x

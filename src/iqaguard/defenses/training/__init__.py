@@ -1,0 +1,1 @@
+"""Adversarial-training defenses (a later stage): ``fit`` fine-tunes a metric, ``protect`` returns it."""

@@ -1,0 +1,1 @@
+"""Everything that runs a grid: plan, runner, store, scores."""

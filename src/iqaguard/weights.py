@@ -1,0 +1,70 @@
+"""Resolve a weight id to a local file — never downloading unless the user allows it.
+
+Order: explicit path → ``$IQAGUARD_WEIGHTS/<filename>`` → files shipped in the package
+(``iqaguard/weights/``) → the Hugging Face cache (``local_files_only`` unless allowed).
+Loading is safetensors or ``torch.load(weights_only=True)`` only; SHA-256 checked where known.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str | None = None,
+            hf_repo: str | None = None, allow_download: bool = False, source: str = "") -> Path:
+    """Find ``filename``; raise InputError saying which file is needed and where to put it."""
+    candidates: list[Path] = []
+    if path:
+        candidates.append(Path(path))
+    env = os.environ.get("IQAGUARD_WEIGHTS")
+    if env:
+        candidates.append(Path(env) / filename)
+    shipped = resources.files("iqaguard").joinpath("weights", filename)
+    candidates.append(Path(str(shipped)))
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None and hf_repo:
+        try:
+            from huggingface_hub import hf_hub_download  # optional
+
+            found = Path(hf_hub_download(hf_repo, filename, local_files_only=not allow_download))
+        except Exception:
+            found = None
+    if found is None:
+        where = f" (published at: {source})" if source else ""
+        raise InputError(
+            f"weights file {filename!r} not found{where}. Put it in $IQAGUARD_WEIGHTS "
+            f"(now {env or 'unset'}) or pass its path explicitly; looked in: "
+            + ", ".join(str(c) for c in candidates))
+    if sha256 and _sha256(found) != sha256:
+        raise InputError(f"weights file {str(found)!r} has the wrong SHA-256 (expected {sha256})")
+    return found
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict safely (safetensors, or torch.load with weights_only=True)."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"could not load weights {str(p)!r} safely: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state

@@ -1,0 +1,130 @@
+"""SSIM against scikit-image, MS-SSIM against pytorch-msssim and a numpy/scipy reference.
+
+skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1) filters the whole image (reflect padding) and then
+averages only the pixels ≥ (win_size−1)/2 = 5 from the border — exactly the 'valid' region of
+Wang's ssim_index.m, so the two agree to float32 rounding (tolerance 1e-5; measured ~1e-7).
+"""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+from skimage import data
+from skimage.metrics import structural_similarity
+
+from iqaguard.errors import InputError
+from iqaguard.images import rgb_to_y, to_tensor
+from iqaguard.metrics.filters import box_downsample
+from iqaguard.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, SSIM
+
+
+def _pair(h, w, sigma=0.05, seed=0):
+    img = data.astronaut()
+    x = to_tensor(img[40:40 + h, 60:60 + w])
+    g = torch.Generator().manual_seed(seed)
+    return (x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1), x
+
+
+def _sk(a, b, **kw):
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=1.0, **kw)
+
+
+def _y(t):
+    return rgb_to_y(t)[0, 0].double().numpy()
+
+
+@pytest.mark.parametrize("size", [(64, 64), (77, 120)])
+def test_ssim_y_matches_skimage(size):
+    d, x = _pair(*size)
+    assert float(SSIM()(d, x)) == pytest.approx(_sk(_y(d), _y(x)), abs=1e-5)
+
+
+def test_ssim_rgb_matches_skimage():
+    d, x = _pair(64, 80)
+    ref = _sk(d[0].permute(1, 2, 0).double().numpy(), x[0].permute(1, 2, 0).double().numpy(), channel_axis=-1)
+    assert float(SSIM(channel="rgb")(d, x)) == pytest.approx(ref, abs=1e-5)
+
+
+def _matlab_box_downsample(a, f):
+    """imfilter(a, ones(f)/f^2, 'symmetric', 'same'); a(1:f:end, 1:f:end) — written out in numpy."""
+    c = (f + 1) // 2 - 1                        # MATLAB kernel centre floor((f+1)/2), 0-based
+    p = np.pad(a, ((c, f), (c, f)), mode="symmetric")
+    h, w = a.shape
+    out = np.zeros_like(a)
+    for i in range(f):
+        for j in range(f):
+            out += p[i:i + h, j:j + w]
+    return (out / f ** 2)[::f, ::f]
+
+
+@pytest.mark.parametrize("f,size", [(2, (9, 12)), (3, (10, 14)), (2, (8, 8))])
+def test_box_downsample_matches_matlab_semantics(f, size):
+    a = np.random.default_rng(f).random(size)
+    ours = box_downsample(torch.tensor(a)[None, None], f)[0, 0].numpy()
+    np.testing.assert_allclose(ours, _matlab_box_downsample(a, f), atol=1e-12)
+
+
+def test_ssim_downsample_is_the_ssim_m_wrapper():
+    d, x = _pair(384, 400)                       # f = round(384/256) = 2 (rounds half up)
+    ref = _sk(_matlab_box_downsample(_y(d), 2), _matlab_box_downsample(_y(x), 2))
+    assert float(SSIM(downsample=True)(d, x)) == pytest.approx(ref, abs=1e-5)
+    assert abs(float(SSIM(downsample=True)(d, x)) - float(SSIM()(d, x))) > 1e-3
+
+
+def _ms_ssim_reference(a, b):
+    """MS-SSIM (Wang et al. 2003) in float64 numpy/scipy, even sizes only."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    vals = []
+    for j in range(5):
+        f = lambda t: gaussian_filter(t, 1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]  # 11 taps, valid
+        ma, mb = f(a), f(b)
+        va, vb, cov = f(a * a) - ma ** 2, f(b * b) - mb ** 2, f(a * b) - ma * mb
+        cs = (2 * cov + c2) / (va + vb + c2)
+        lum = (2 * ma * mb + c1) / (ma ** 2 + mb ** 2 + c1)
+        vals.append(max(0.0, (lum * cs).mean() if j == 4 else cs.mean()))
+        if j < 4:
+            a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean((1, 3))
+            b = b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2).mean((1, 3))
+    return float(np.prod(np.array(vals) ** np.array(MS_SSIM_WEIGHTS)))
+
+
+@pytest.mark.parametrize("sigma", [0.03, 0.2])
+def test_ms_ssim_matches_numpy_reference(sigma):
+    d, x = _pair(176, 192, sigma)
+    assert float(MSSSIM()(d, x)) == pytest.approx(_ms_ssim_reference(_y(d), _y(x)), abs=1e-5)
+
+
+def test_ms_ssim_matches_pytorch_msssim():
+    """pytorch-msssim 1.0 (dev-only test dependency), same settings; measured diff ~1e-7."""
+    pm = pytest.importorskip("pytorch_msssim")
+    d, x = _pair(192, 256, 0.1)
+    ref_y = pm.ms_ssim(rgb_to_y(d), rgb_to_y(x), data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
+    assert float(MSSSIM()(d, x)) == pytest.approx(float(ref_y), abs=1e-5)
+    ref_rgb = pm.ms_ssim(d, x, data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
+    assert float(MSSSIM(channel="rgb")(d, x)) == pytest.approx(float(ref_rgb), abs=1e-5)
+
+
+def test_ms_ssim_negative_cs_is_clamped_and_differentiable():
+    """An anti-correlated image gives cs < 0 at fine scales: score 0, gradient finite."""
+    _, x = _pair(176, 176, 0)
+    inv = (1 - x).requires_grad_(True)
+    s = MSSSIM()(inv, x)
+    assert float(s.detach()) == 0.0
+    (g,) = torch.autograd.grad(s.sum(), inv)
+    assert torch.isfinite(g).all()
+
+
+def test_ms_ssim_minimum_size():
+    with pytest.raises(InputError, match="at least 161 px"):
+        MSSSIM()(torch.rand(1, 3, 160, 400), torch.rand(1, 3, 160, 400))
+    MSSSIM()(torch.rand(1, 3, 161, 161), torch.rand(1, 3, 161, 161))
+
+
+def test_ssim_too_small_and_bad_params():
+    with pytest.raises(InputError, match="at least 11 px"):
+        SSIM()(torch.rand(1, 3, 10, 40), torch.rand(1, 3, 10, 40))
+    with pytest.raises(InputError, match="win_size"):
+        SSIM(win_size=10)
+    with pytest.raises(InputError, match="channel"):
+        MSSSIM(channel="gray")

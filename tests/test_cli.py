@@ -1,0 +1,80 @@
+"""The command line: one-line errors, listing, scoring, and a small end-to-end run."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "iqaguard.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_line_error(r, *fragments):
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("img")
+    arr = (rng.random((200, 200, 3)) * 40 + np.linspace(0, 200, 200)[None, :, None]).astype(np.uint8)
+    Image.fromarray(arr).save(d / "a.png")
+    Image.fromarray(np.clip(arr.astype(int) + 8, 0, 255).astype(np.uint8)).save(d / "b.png")
+    return d
+
+
+def test_list():
+    r = cli("list", "defenses")
+    assert r.returncode == 0 and "jpeg" in r.stdout and "quality=50" in r.stdout
+    r = cli("list")
+    assert r.returncode == 0 and "metrics:" in r.stdout and "niqe" in r.stdout
+
+
+def test_score(photo):
+    r = cli("score", "-m", "psnr", str(photo / "b.png"), "--ref", str(photo / "a.png"))
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split()[0]) > 20
+    r = cli("score", "-m", "niqe", str(photo / "a.png"))
+    assert r.returncode == 0, r.stderr and "lower is better" in r.stdout
+
+
+def test_errors_are_one_line(photo):
+    assert_one_line_error(cli("score", "-m", "niqe", str(photo / "missing.png")), "missing.png", "does not exist")
+    assert_one_line_error(cli("score", "-m", "nqe", str(photo / "a.png")), "unknown metric 'nqe'", "niqe")
+    assert_one_line_error(cli("score", "-m", "psnr", str(photo / "a.png")), "--ref")
+    assert_one_line_error(cli("run", "-d", "jpeg:quality", "--limit", "1"), "unknown defense")
+    assert_one_line_error(cli("run", "-d", "jpeg:q=1,q=2"), "malformed spec")
+    assert_one_line_error(cli("run", "-a", "nope"), "unknown attack 'nope'")
+    assert_one_line_error(cli("run", "--data", "bundled:size=abc"), "size")
+    assert_one_line_error(cli("run", "--device", "cuda:7") if not _cuda() else cli("run", "--device", "bogus"), "device")
+
+
+def _cuda():
+    import torch
+    return torch.cuda.is_available()
+
+
+def test_run_end_to_end(tmp_path):
+    args = ["run", "-m", "niqe", "-a", "ifgsm:steps=2", "-d", "no-defense", "-d", "jpeg:quality=50",
+            "--data", "bundled:size=192", "--limit", "3", "--out", str(tmp_path / "out"), "--no-progress"]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "6 computed, 0 reused" in r.stdout
+    out = tmp_path / "out"
+    for f in ("iqaguard.db", "results.csv", "summary.csv", "index.html"):
+        assert (out / f).exists(), f
+    assert len(pd.read_csv(out / "results.csv")) == 6
+    r2 = cli(*args)
+    assert r2.returncode == 0 and "0 computed, 6 reused" in r2.stdout
+    r3 = cli("report", "--store", str(out / "iqaguard.db"), "--out", str(tmp_path / "rep"))
+    assert r3.returncode == 0, r3.stderr
+    assert (tmp_path / "rep" / "index.html").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rep" / "summary.csv"), pd.read_csv(out / "summary.csv"))
