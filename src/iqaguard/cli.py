@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"iqaguard: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("iqaguard: interrupted (finished cells are saved; rerun to continue)", file=sys.stderr)
         return 130

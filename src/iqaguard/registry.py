@@ -116,6 +116,16 @@ def canonical(obj: Any) -> str:
     return format_spec(obj.name, {k: v for k, v in obj.params.items() if _storable(v)})
 
 
+def short_spec(registry: "Registry", spec: str) -> str:
+    """Display form of a canonical spec: only the parameters that differ from the defaults."""
+    try:
+        parsed = parse_spec(spec)
+        defaults = registry.defaults(parsed.name)
+    except InputError:
+        return spec
+    return format_spec(parsed.name, {k: v for k, v in parsed.params.items() if defaults.get(k, object()) != v})
+
+
 def _storable(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool, tuple, list)) or value is None
 

@@ -6,6 +6,8 @@ Finished cells are written to the store one (batch × defense) transaction at a 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 import warnings
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..images import check_image, load_image, save_png
-from ..registry import ATTACKS, DEFENSES, METRICS
+from ..registry import ATTACKS, DEFENSES, METRICS, short_spec
 from ..seeds import derive_seed
 from .plan import Plan, make_plan
 from .provenance import provenance as make_provenance
@@ -70,9 +72,58 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
             st.finish_run(run_id, "interrupted")
             raise
         st.finish_run(run_id)
-        result = collect(st, plan, data, out_dir, prov, report=report)
+        stamp = _outputs_stamp(plan, st.path, report)
+        result = None
+        if runner.computed == 0 and runner.errors == 0:
+            result = _up_to_date(st, plan, out_dir, stamp, prov, report)
+        if result is None:
+            result = collect(st, plan, data, out_dir, prov, report=report)
+            _write_stamp(out_dir, stamp)
     result.reused, result.computed, result.errors = runner.reused, runner.computed, runner.errors
     return result
+
+
+# -- outputs are rebuilt only when a cell changed (a rerun of a finished plan is instant) --------
+
+_STAMP = ".iqaguard-outputs.json"
+_OUTPUTS = {"results": "results.csv", "summary": "summary.csv", "worst": "worst_case.csv", "two_axis": "tradeoff.csv"}
+
+
+def _outputs_stamp(plan: Plan, store: Path, report: bool) -> str:
+    text = json.dumps([plan.as_dict(), str(store.resolve()), report], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_stamp(out_dir: Path, stamp: str) -> None:
+    tmp = out_dir / (_STAMP + ".tmp")
+    tmp.write_text(json.dumps({"stamp": stamp}))
+    tmp.replace(out_dir / _STAMP)
+
+
+def _up_to_date(st: Store, plan: Plan, out_dir: Path, stamp: str, prov: dict[str, Any],
+                report: bool) -> Result | None:
+    """The previous outputs, when they were written for exactly this plan and nothing changed since."""
+    try:
+        if json.loads((out_dir / _STAMP).read_text())["stamp"] != stamp:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    files = {name: out_dir / f for name, f in _OUTPUTS.items()}
+    if report:
+        files["report"] = out_dir / "index.html"
+    if not all(p.exists() for p in files.values()):
+        return None
+    frames = {name: _read_csv(files[name]) for name in _OUTPUTS if name != "results"}
+    rows = _in_plan_order(st.rows(keys=[c[4] for c in plan.cells()]), plan)
+    return Result(rows, frames["summary"], frames["worst"], frames["two_axis"],
+                  prov.get("run_id", ""), out_dir, st.path, prov, files={"store": st.path, **files})
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _check_device(device: str) -> str:
@@ -164,9 +215,7 @@ class _Runner:
             try:
                 rows = self._defend(metric, m_spec, a_spec, d_spec, defense, ids, keys, sel, x, x_adv, ref_arg,
                                     clean, attacked, q_ca, linf, adv)
-            except InputError:
-                raise
-            except Exception as exc:  # a failing method loses its cells, not the run
+            except Exception as exc:  # a failing method (or an image it cannot take) loses its cells, not the run
                 msg = f"{type(exc).__name__}: {exc}"
                 warnings.warn(f"{m_spec} × {a_spec} × {d_spec} failed on {len(sel)} images: {msg}")
                 self.store.write_errors([self._key_fields(m_spec, a_spec, d_spec, ids[i], keys[i]) for i in sel], msg)
@@ -337,18 +386,33 @@ def collect(st: Store, plan: Plan, data, out_dir: Path, prov: dict[str, Any], re
     summary = scores.summarize(rows, seed=plan.seed) if len(rows) else pd.DataFrame()
     worst = scores.worst_case(rows, seed=plan.seed) if len(rows) else pd.DataFrame()
     two = scores.two_axis(summary) if len(summary) else pd.DataFrame()
-    files = {
-        "store": st.path,
-        "results": _write_csv(rows, out_dir / "results.csv"),
-        "summary": _write_csv(summary, out_dir / "summary.csv"),
-    }
+    files: dict[str, Path] = {"store": st.path}
+    for name, frame in (("results", rows), ("summary", summary), ("worst", worst), ("two_axis", two)):
+        files[name] = _write_csv(frame, out_dir / _OUTPUTS[name])
     prov = {**prov, "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}
     if report:
         from ..report import render_report
 
-        files["report"] = render_report(rows, summary, prov, out_dir, strips=_strips(plan, data, out_dir, rows),
-                                        two_axis=two, worst=worst)
+        short = _short_names(plan)
+        strips = _strips(plan, data, out_dir, rows)
+        for strip in strips:
+            strip.update({k: short.get(strip[k], strip[k]) for k in ("metric", "attack", "defense")})
+        files["report"] = render_report(_shorten(rows, short), _shorten(summary, short), prov, out_dir,
+                                        strips=strips, two_axis=_shorten(two, short), worst=_shorten(worst, short))
     return Result(rows, summary, worst, two, prov.get("run_id", ""), out_dir, st.path, prov, files=files)
+
+
+def _short_names(plan: Plan) -> dict[str, str]:
+    """Canonical spec -> display spec (non-default parameters only), for the report."""
+    out = {}
+    for reg, specs in ((METRICS, plan.metrics), (ATTACKS, plan.attacks), (DEFENSES, plan.defenses)):
+        out.update({s: short_spec(reg, s) for s in specs})
+    return out
+
+
+def _shorten(df: pd.DataFrame, short: dict[str, str]) -> pd.DataFrame:
+    cols = [c for c in ("metric", "attack", "defense") if c in df.columns]
+    return df.assign(**{c: df[c].map(lambda v: short.get(v, v)) for c in cols}) if cols else df
 
 
 def _in_plan_order(rows: pd.DataFrame, plan: Plan) -> pd.DataFrame:

@@ -125,10 +125,13 @@ class Store:
             df = pd.read_sql_query("SELECT * FROM rows WHERE run_id=?", self.db, params=[run_id])
         else:
             df = pd.read_sql_query("SELECT * FROM rows", self.db)
-        for col in ("lower_better",):
-            if col in df:
+        df = df.reindex(columns=ROW_COLUMNS)
+        for col in ROW_COLUMNS:
+            if col == "lower_better":
                 df[col] = df[col].astype(bool)
-        return df[ROW_COLUMNS] if len(df.columns) else df
+            elif col not in _TEXT:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        return df
 
     def errors(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM cells WHERE status='error'", self.db)
