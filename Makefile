@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench browser clean
+.PHONY: run test bench browser peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,38 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: $(VENV)/.dev browser
-	$(BIN)/python -m pytest -q
+# Peer venv for calibration tests (tests/peers/): the reference implementations we check against.
+# Kept apart so the core venv never gets torchvision or pyiqa. torch/torchvision are repeated on
+# every install line so pyiqa's dependencies cannot move them.
+PEERS      := .venv-peers
+PEER_BIN   := $(PEERS)/bin
+PEER_TORCH := torch==2.14.1 torchvision==0.29.1
+
+$(PEER_BIN)/python:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEER_BIN)/pip install -q --upgrade pip
+
+$(PEERS)/.torch: | $(PEER_BIN)/python
+	$(PEER_BIN)/pip install -q $(PEER_TORCH)
+	touch $@
+
+$(PEERS)/.peers: $(PEERS)/.torch
+	$(PEER_BIN)/pip install -q pyiqa piq lpips DISTS_pytorch brisque 'numpy<2.4' $(PEER_TORCH)
+	$(PEER_BIN)/pip install -q --no-deps torchattacks
+	touch $@
+
+# Our own package too (editable, with its dependencies), so peer scripts can import iqaguard.
+$(PEERS)/.iqaguard: $(PEERS)/.peers pyproject.toml
+	$(PEER_BIN)/pip install -q -e . $(PEER_TORCH)
+	touch $@
+
+peers: $(PEERS)/.iqaguard
+
+test: $(VENV)/.dev browser peers
+	IQAGUARD_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) iqaguard-out .pytest_cache
+	rm -rf $(VENV) $(PEERS) iqaguard-out .pytest_cache

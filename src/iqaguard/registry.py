@@ -57,6 +57,8 @@ class Registry:
     def names(self, pattern: str | None = None) -> list[str]:
         self._load_entry_points()
         names = sorted(self._factories)
+        for prefix, lister in _PREFIX_LISTERS.get(self.kind, {}).items():
+            names += sorted(f"{prefix}:{n}" for n in lister())
         if pattern:
             names = [n for n in names if fnmatch.fnmatch(n, pattern)]
         return names
@@ -132,10 +134,15 @@ def _storable(value: Any) -> bool:
 
 # Names with a prefix (``pyiqa:maniqa``) are resolved by a function instead of the table.
 _PREFIX_RESOLVERS: dict[str, dict[str, Callable[[str], Callable[..., Any]]]] = {}
+# Optional: what a prefix offers, for ``names()`` (e.g. every pyiqa metric when pyiqa is installed).
+_PREFIX_LISTERS: dict[str, dict[str, Callable[[], list[str]]]] = {}
 
 
-def register_prefix(kind: str, prefix: str, resolver: Callable[[str], Callable[..., Any]]) -> None:
+def register_prefix(kind: str, prefix: str, resolver: Callable[[str], Callable[..., Any]],
+                    lister: Callable[[], list[str]] | None = None) -> None:
     _PREFIX_RESOLVERS.setdefault(kind, {})[prefix] = resolver
+    if lister is not None:
+        _PREFIX_LISTERS.setdefault(kind, {})[prefix] = lister
 
 
 METRICS = Registry("metric", "iqaguard.metrics")

@@ -1,7 +1,9 @@
 """Resolve a weight id to a local file — never downloading unless the user allows it.
 
 Order: explicit path → ``$IQAGUARD_WEIGHTS/<filename>`` → files shipped in the package
-(``iqaguard/weights/``) → the Hugging Face cache (``local_files_only`` unless allowed).
+(``iqaguard/weights/``) → with ``torch_hub=True``, the torch hub cache
+(``torch.hub.get_dir()/checkpoints/<filename>``, where torchvision keeps its downloads) → the
+Hugging Face cache (``local_files_only`` unless allowed).
 Loading is safetensors or ``torch.load(weights_only=True)`` only; SHA-256 checked where known.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ def _sha256(path: Path) -> str:
 
 
 def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str | None = None,
-            hf_repo: str | None = None, allow_download: bool = False, source: str = "") -> Path:
+            hf_repo: str | None = None, allow_download: bool = False, source: str = "",
+            torch_hub: bool = False) -> Path:
     """Find ``filename``; raise InputError saying which file is needed and where to put it."""
     candidates: list[Path] = []
     if path:
@@ -35,6 +38,8 @@ def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str
         candidates.append(Path(env) / filename)
     shipped = resources.files("iqaguard").joinpath("weights", filename)
     candidates.append(Path(str(shipped)))
+    if torch_hub:
+        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / filename)
     found = next((c for c in candidates if c.is_file()), None)
     if found is None and hf_repo:
         try:
@@ -47,7 +52,8 @@ def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str
         where = f" (published at: {source})" if source else ""
         raise InputError(
             f"weights file {filename!r} not found{where}. Put it in $IQAGUARD_WEIGHTS "
-            f"(now {env or 'unset'}) or pass its path explicitly; looked in: "
+            f"(now {env or 'unset'}){' or the torch hub cache' if torch_hub else ''} "
+            f"or pass its path explicitly; looked in: "
             + ", ".join(str(c) for c in candidates))
     if sha256 and _sha256(found) != sha256:
         raise InputError(f"weights file {str(found)!r} has the wrong SHA-256 (expected {sha256})")

@@ -8,7 +8,6 @@ Files are read lazily with :func:`iqaguard.images.load_image`.
 """
 from __future__ import annotations
 
-import csv as csvlib
 import functools
 import math
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..images import load_image
 from ..registry import DATASETS
+from .annotations import check_root, missing_files_error
+from .annotations import read_csv_rows as _read_rows
 from .base import Dataset, Item
 
 DEFAULT_CSV = "mos.csv"
@@ -43,32 +44,12 @@ def _resolve_csv(root: Path, csv: str) -> Path | None:
     raise InputError(f"csv file {csv!r} does not exist (looked in the working directory and in root {str(root)!r})")
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csvlib.DictReader(fh)
-            header = [(h or "").strip() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"csv file {str(path)!r} is not UTF-8 text: {exc}") from None
-    except csvlib.Error as exc:
-        raise InputError(f"csv file {str(path)!r} is malformed: {exc}") from None
-    return header, rows
-
-
 @DATASETS.register("folder")
 class FolderDataset(Dataset):
     """Images under ``root``; MOS from ``csv`` (default ``<root>/mos.csv`` when present)."""
 
     def __init__(self, root: str = "", csv: str = "", extensions: str = "png,jpg,jpeg,bmp,tif,tiff,webp"):
-        if not isinstance(root, str) or not root.strip():
-            raise InputError("folder dataset needs root=<folder of images>, got an empty root")
-        root_path = Path(root).expanduser()
-        if not root_path.exists():
-            raise InputError(f"root folder {root!r} does not exist")
-        if not root_path.is_dir():
-            raise InputError(f"root {root!r} is not a folder")
+        root_path = check_root(root, "folder", "folder of images")
         exts = _parse_extensions(extensions)
         csv_path = _resolve_csv(root_path, csv)
         self.name = "folder"
@@ -126,7 +107,5 @@ class FolderDataset(Dataset):
             items.append(Item(id=Path(name).as_posix(), load=functools.partial(load_image, path),
                               load_ref=load_ref, truth=mos, group=group, truth_kind="mos"))
         if missing:
-            shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise InputError(f"csv file {str(csv_path)!r} names {len(missing)} file(s) not found under root "
-                             f"{str(root)!r}: {shown}")
+            raise missing_files_error(csv_path, root, missing)
         return items

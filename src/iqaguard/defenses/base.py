@@ -78,6 +78,13 @@ class Purifier(Defense):
         g = None if gens is None else gens[i]
         return torch.randn(shape, generator=g, device=device)
 
+    def purify_pair(self, x: torch.Tensor, ref: torch.Tensor | None,
+                    seeds: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Purify ``x`` and bring an FR reference into register with the result. Purifiers whose
+        geometry depends on a draw (``random-crop``) override it to apply one draw to both."""
+        y = self.purify(x, seeds)
+        return y, (None if ref is None else self.align_ref(ref, y))
+
     def align_ref(self, ref: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
         """For FR metrics: bring the (trusted) reference to the purified image's size."""
         if ref.shape[-2:] == purified.shape[-2:]:
@@ -105,7 +112,5 @@ class PurifiedMetric(Metric):
         self._score_range = metric.score_range
 
     def score(self, x, ref):
-        y = self.defense.purify(x, self.seeds)
-        if ref is not None:
-            ref = self.defense.align_ref(ref, y)
+        y, ref = self.defense.purify_pair(x, ref, self.seeds)
         return self.metric(y, ref) if ref is not None else self.metric(y)

@@ -268,9 +268,9 @@ class _Runner:
         dc_rows = self._defended_clean(metric, m_spec, d_spec, defense, [ids[i] for i in sel], xs, refs, seeds)
         with torch.no_grad():
             t0 = time.perf_counter()
-            ya = defense.purify(xa, seeds)
+            ya, ra = defense.purify_pair(xa, refs, seeds)
             t_da = time.perf_counter() - t0
-            da = self._score(metric, defense, ya, refs)
+            da = self._score(metric, ya, ra)
             q_cda = self._quality(xs, _to_size(ya, xs), m_spec)
         self._save_strip(m_spec, a_spec, d_spec, ids, sel, keys, ya)
         rows = []
@@ -305,19 +305,18 @@ class _Runner:
                 xs = x[missing]
                 rs = None if ref is None else ref[missing]
                 t0 = time.perf_counter()
-                y = defense.purify(xs, [seeds[i] for i in missing])
+                y, ry = defense.purify_pair(xs, rs, [seeds[i] for i in missing])
                 secs = (time.perf_counter() - t0) / len(missing)
-                dc = self._score(metric, defense, y, rs)
+                dc = self._score(metric, y, ry)
                 q = self._quality(xs, _to_size(y, xs), m_spec)
             for j, i in enumerate(missing):
                 self._dc_cache[(m_spec, d_spec, ids[i])] = {
                     "score": float(dc[j]), "seconds": secs, **{k: v[j] for k, v in q.items()}}
         return [self._dc_cache[(m_spec, d_spec, img)] for img in ids]
 
-    def _score(self, metric, defense, y, ref):
-        if ref is None:
-            return metric(y)
-        return metric(y, defense.align_ref(ref, y))
+    @staticmethod
+    def _score(metric, y, ref):
+        return metric(y) if ref is None else metric(y, ref)
 
     def _quality(self, x: torch.Tensor, y: torch.Tensor, target: str) -> dict[str, list[float | None]]:
         """PSNR/SSIM/MS-SSIM between clean and processed images; never the attacked metric itself."""

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
+from kornia.filters import median_blur as kornia_median_blur
 
 from ...registry import DEFENSES
 from ..base import Purifier
 from ._checks import fits_reflect, odd_kernel
-
-# Bound on the size of one unfolded median chunk (elements), so k=11 on a large image stays in memory.
-_MEDIAN_CHUNK = 1 << 24
-
 
 def opencv_sigma(kernel_size: int) -> float:
     """σ for a k-tap Gaussian by OpenCV's ``getGaussianKernel`` rule: 0.3((k−1)/2 − 1) + 0.8."""
@@ -26,23 +22,11 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tens
 
 
 def median_blur(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """k×k median with reflect padding; odd k² so the median is one of the window's values.
-
-    Works on strided windows of the padded image, in row chunks to bound memory; gradients flow
-    to the selected pixel (differentiable almost everywhere).
-    """
+    """k×k median with reflect padding (kornia); odd k² so the median is one of the window's values
+    and gradients flow to the selected pixel (differentiable almost everywhere)."""
     if kernel_size == 1:
         return x
-    n, c, h, w = x.shape
-    p = kernel_size // 2
-    padded = F.pad(x, (p, p, p, p), mode="reflect")
-    rows = max(1, _MEDIAN_CHUNK // max(1, n * c * w * kernel_size * kernel_size))
-    out = []
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        win = padded[:, :, r0:r1 + 2 * p].unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
-        out.append(win.reshape(n, c, r1 - r0, w, -1).median(dim=-1).values)
-    return torch.cat(out, dim=2)
+    return kornia_median_blur(x, kernel_size, border_type="reflect")
 
 
 @DEFENSES.register("gaussian-blur")

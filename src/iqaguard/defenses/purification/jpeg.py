@@ -11,6 +11,7 @@ from ...images import to_uint8
 from ...registry import DEFENSES
 from ..base import Purifier
 from ._checks import int_in
+from .diffjpeg import diff_jpeg
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
@@ -32,14 +33,17 @@ class Jpeg(Purifier):
     torchvision's encoder also leaves libjpeg's 4:2:0 default). The float image is rounded to
     8 bits first, as saving a file would. One image at a time (JPEG is per-image by nature).
 
-    Not differentiable: BPDA uses the identity as ``estimate_forward`` until the differentiable
-    JPEG (``diffjpeg``) is available as a surrogate.
+    Not differentiable: ``estimate_forward`` (the BPDA surrogate) is the differentiable JPEG
+    (``diffjpeg``) at the same quality, with straight-through rounding.
     """
 
     differentiable = False
 
     def __init__(self, quality: int = 50):
         self.quality = int_in(quality, "quality", 1, 100)
+
+    def estimate_forward(self, x, seeds=None):
+        return diff_jpeg(x, self.quality, ste=True)
 
     def transform(self, x, gens):
         out = []
