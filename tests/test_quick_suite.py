@@ -2,7 +2,7 @@
 import pytest
 
 import iqaguard as ig
-from iqaguard.registry import ATTACKS, DEFENSES, canonical
+from iqaguard.registry import ATTACKS, DEFENSES, METRICS, canonical
 
 
 @pytest.fixture(scope="module")
@@ -11,20 +11,22 @@ def quick(tmp_path_factory):
     return ig.benchmark(out=out), out
 
 
-def _cell(summary, attack, defense):
+def _cell(summary, metric, attack, defense):
+    m = canonical(METRICS.create(metric))
     a = canonical(ATTACKS.create(attack))
     d = canonical(DEFENSES.create(defense))
-    row = summary[(summary.attack == a) & (summary.defense == d)]
+    row = summary[(summary.metric == m) & (summary.attack == a) & (summary.defense == d)]
     assert len(row) == 1
     return row.iloc[0]
 
 
-def test_quick_suite_physics(quick):
+@pytest.mark.parametrize("metric", ["niqe", "iqg-cnn"])
+def test_quick_suite_physics(quick, metric):
     res, out = quick
     assert res.provenance["suite"] == "quick" and res.errors == 0
     attack = "ifgsm:eps=4/255,alpha=0.25/255"
-    undefended = _cell(res.summary, attack, "no-defense")
-    jpeg = _cell(res.summary, attack, "jpeg:quality=50")
+    undefended = _cell(res.summary, metric, attack, "no-defense")
+    jpeg = _cell(res.summary, metric, attack, "jpeg:quality=50")
     # ifgsm moves NIQE toward better, clearly: the whole bootstrap 95% CI is above zero
     assert undefended.attack_gain_lo > 0.02
     # JPEG q50 takes most of that gain away: the attack achieves far less through the defense
@@ -40,3 +42,29 @@ def test_quick_rerun_reuses_everything(quick):
     res, out = quick
     again = ig.benchmark(out=out)
     assert again.computed == 0 and again.reused == len(res.rows)
+
+
+def test_all_available_purifiers_are_ranked_on_both_axes(tmp_path):
+    """Every purifier that needs no downloaded weights runs in one grid, and the two-axis summary
+    (score fidelity, quality preservation) ranks each of them."""
+    from iqaguard import InputError
+
+    usable = []
+    for name in ig.list_defenses():
+        try:
+            ig.create_defense(name)
+        except InputError as exc:            # published weights not on this machine
+            assert "weights file" in str(exc)
+            continue
+        usable.append(name)
+    assert len(usable) >= 14
+    res = ig.benchmark(metrics=["iqg-cnn"], attacks=["fgsm:eps=4/255"], defenses=usable,
+                       dataset="bundled:size=128", limit=5, out=tmp_path)
+    assert res.errors == 0
+    two = res.two_axis
+    assert len(two) == len(usable)
+    assert two[["fidelity", "quality", "rank"]].notna().all().all()
+    assert two["pareto"].any()
+    html = (tmp_path / "index.html").read_text()
+    for name in usable:
+        assert name in html

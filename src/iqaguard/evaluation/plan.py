@@ -17,7 +17,7 @@ from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, canonical
 # 2-core laptop in a few minutes, and it shows the physics (an attack that moves the score, and
 # defenses that do and do not undo it).
 QUICK = {
-    "metrics": ["niqe"],
+    "metrics": ["niqe", "iqg-cnn"],   # a classic NSS metric and a shipped learned one
     # NIQE is noise-sensitive: with the study's 1/255 sign steps I-FGSM's own sign noise cancels
     # most of its gain; a 0.25/255 step at the medium budget (4/255) moves NIQE clearly (docs/methods.md)
     "attacks": ["ifgsm:eps=4/255,alpha=0.25/255", "pgd:norm=l2,eps=1.0"],
