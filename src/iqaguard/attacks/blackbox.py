@@ -27,27 +27,14 @@ import torch
 from ..errors import InputError
 from ..registry import ATTACKS
 from .base import Attack
-from .gradient import _check_nonneg, _linf_box, _per_image
+from . import _checks as check
+from .gradient import _linf_box, _per_image
 
 
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-            or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
-def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InputError(f"seed must be an integer or None, got {seed!r}")
-    return seed
 
 
-def _check_positive(value, name: str) -> float:
-    v = _check_nonneg(value, name)
-    if v <= 0:
-        raise InputError(f"{name} must be > 0, got {value!r}")
-    return v
 
 
 class _BlackBox(Attack):
@@ -87,12 +74,12 @@ class SquareAttack(_BlackBox):
     def __init__(self, eps: float = 4 / 255, n_queries: int = 10000, p_init: float = 0.05,
                  seed: int | None = None, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
-        self.n_queries = _check_int(n_queries, "n_queries")
-        self.p_init = _check_positive(p_init, "p_init")
+        self.eps = check.nonneg(eps, "eps")
+        self.n_queries = check.integer(n_queries, "n_queries")
+        self.p_init = check.positive(p_init, "p_init")
         if self.p_init > 1:
             raise InputError(f"p_init must be in (0, 1], got {p_init!r}")
-        self.seed = _check_seed(seed)
+        self.seed = check.seed(seed)
 
     def perturb(self, metric, x, ref):
         gen = self._generator(x.device)
@@ -146,10 +133,10 @@ class Parsimonious(_BlackBox):
     def __init__(self, eps: float = 4 / 255, n_queries: int = 10000, block_size: int = 32,
                  seed: int | None = None, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
-        self.n_queries = _check_int(n_queries, "n_queries")
-        self.block_size = _check_int(block_size, "block_size")
-        self.seed = _check_seed(seed)
+        self.eps = check.nonneg(eps, "eps")
+        self.n_queries = check.integer(n_queries, "n_queries")
+        self.block_size = check.integer(block_size, "block_size")
+        self.seed = check.seed(seed)
 
     def perturb(self, metric, x, ref):
         gen = self._generator(x.device)
@@ -204,13 +191,13 @@ class GradEst(_BlackBox):
                  steps: int = 250, eta: float = 0.1, seed: int | None = None,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
-        self.sigma = _check_positive(sigma, "sigma")
-        self.tile = _check_int(tile, "tile")
-        self.pairs = _check_int(pairs, "pairs")
-        self.steps = _check_int(steps, "steps")
-        self.eta = _check_nonneg(eta, "eta")
-        self.seed = _check_seed(seed)
+        self.eps = check.nonneg(eps, "eps")
+        self.sigma = check.positive(sigma, "sigma")
+        self.tile = check.integer(tile, "tile")
+        self.pairs = check.integer(pairs, "pairs")
+        self.steps = check.integer(steps, "steps")
+        self.eta = check.nonneg(eta, "eta")
+        self.seed = check.seed(seed)
 
     def _directions(self, x, gen):
         n, c, h, w = x.shape

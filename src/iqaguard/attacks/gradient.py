@@ -13,30 +13,17 @@ Sources (formulas only; no code copied):
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
 from ..errors import InputError
 from ..registry import ATTACKS
+from . import _checks as check
 from .base import Attack
 
 
-def _check_nonneg(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
-def _check_steps(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InputError(f"steps must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise InputError(f"steps must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _per_image(v: torch.Tensor) -> torch.Tensor:
@@ -78,7 +65,7 @@ class FGSM(_LinfIterative):
 
     def __init__(self, eps: float = 4 / 255, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
+        self.eps = check.nonneg(eps, "eps")
 
     def perturb(self, metric, x, ref):
         lo, hi = _linf_box(x, self.eps)
@@ -93,9 +80,9 @@ class IFGSM(_LinfIterative):
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
-        self.alpha = _check_nonneg(alpha, "alpha")
-        self.steps = _check_steps(steps)
+        self.eps = check.nonneg(eps, "eps")
+        self.alpha = check.nonneg(alpha, "alpha")
+        self.steps = check.integer(steps, "steps")
 
     def perturb(self, metric, x, ref):
         lo, hi = _linf_box(x, self.eps)
@@ -110,10 +97,10 @@ class MIFGSM(_LinfIterative):
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  decay: float = 1.0, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_nonneg(eps, "eps")
-        self.alpha = _check_nonneg(alpha, "alpha")
-        self.steps = _check_steps(steps)
-        self.decay = _check_nonneg(decay, "decay")
+        self.eps = check.nonneg(eps, "eps")
+        self.alpha = check.nonneg(alpha, "alpha")
+        self.steps = check.integer(steps, "steps")
+        self.decay = check.nonneg(decay, "decay")
 
     def perturb(self, metric, x, ref):
         lo, hi = _linf_box(x, self.eps)
@@ -142,9 +129,9 @@ class PGD(_LinfIterative):
             raise InputError(f"norm must be 'linf' or 'l2', got {norm!r}")
         self.norm = norm
         self.threat = norm
-        self.eps = _check_nonneg(eps, "eps")
-        self.alpha = None if alpha is None else _check_nonneg(alpha, "alpha")
-        self.steps = _check_steps(steps)
+        self.eps = check.nonneg(eps, "eps")
+        self.alpha = None if alpha is None else check.nonneg(alpha, "alpha")
+        self.steps = check.integer(steps, "steps")
         if not isinstance(random_start, bool):
             raise InputError(f"random_start must be True or False, got {random_start!r}")
         self.random_start = random_start

@@ -15,7 +15,6 @@ Sources (formulas only; no code copied):
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -23,27 +22,14 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..registry import ATTACKS, METRICS
 from .base import Attack
-from .gradient import _check_steps, _per_image
+from . import _checks as check
+from .gradient import _per_image
 
 RMSE_BOUND = 10 / 255
 
 
-def _check_pos(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
 
 
-def _check_nonneg(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 def activity_mask(x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +66,8 @@ class _AdamAttack(Attack):
 
     def __init__(self, lr: float, steps: int, direction: str, target: float | None):
         super().__init__(direction=direction, target=target)
-        self.lr = _check_pos(lr, "lr")
-        self.steps = _check_steps(steps)
+        self.lr = check.positive(lr, "lr")
+        self.steps = check.integer(steps, "steps")
 
     @property
     def budget(self) -> float:
@@ -179,7 +165,7 @@ class SSAH(_AdamAttack):
     def __init__(self, lr: float = 0.001, steps: int = 10, weight: float = 0.1,
                  direction: str = "better", target: float | None = None):
         super().__init__(lr, steps, direction, target)
-        self.weight = _check_nonneg(weight, "weight")
+        self.weight = check.nonneg(weight, "weight")
 
     def penalty_grad(self, x_adv, x):
         if self.weight == 0:
@@ -216,9 +202,9 @@ class MADC(Attack):
     def __init__(self, lr: float = 0.001, steps: int = 8, bound: float = RMSE_BOUND,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.lr = _check_pos(lr, "lr")
-        self.steps = _check_steps(steps)
-        self.bound = _check_nonneg(bound, "bound")
+        self.lr = check.positive(lr, "lr")
+        self.steps = check.integer(steps, "steps")
+        self.bound = check.nonneg(bound, "bound")
 
     @property
     def budget(self) -> float:

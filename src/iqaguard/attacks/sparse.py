@@ -19,29 +19,14 @@ import torch
 
 from ..errors import InputError
 from ..registry import ATTACKS
+from . import _checks as check
 from .base import Attack
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
-def _check_unit(value, name: str, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
-        raise InputError(f"{name} must be in {'(0' if low_open else '[0'}, 1], got {value!r}")
-    return float(value)
 
 
-def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InputError(f"seed must be an integer or None, got {seed!r}")
-    return seed
 
 
 def _generator(seed, device) -> torch.Generator | None:
@@ -87,15 +72,15 @@ class PatchRS(Attack):
                  update_loc_period: int = 4, seed: int | None = 0,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = _check_int(eps, "eps", 1)
+        self.eps = check.integer(eps, "eps", 1)
         side = math.isqrt(self.eps)
         if side * side != self.eps:
             raise InputError(f"eps (patch area in pixels) must be a perfect square, got {eps!r}")
         self.side = side
-        self.n_queries = _check_int(n_queries, "n_queries", 1)
-        self.p_init = _check_unit(p_init, "p_init", low_open=True)
-        self.update_loc_period = _check_int(update_loc_period, "update_loc_period", 2)
-        self.seed = _check_seed(seed)
+        self.n_queries = check.integer(n_queries, "n_queries", 1)
+        self.p_init = check.unit(p_init, "p_init", low_open=True)
+        self.update_loc_period = check.integer(update_loc_period, "update_loc_period", 2)
+        self.seed = check.seed(seed)
 
     @property
     def budget(self) -> float:
@@ -187,16 +172,16 @@ class OnePixel(Attack):
                  mutation: float = 0.5, recombination: float = 1.0, chunk: int = 256,
                  seed: int | None = 0, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.pixel_count = _check_int(pixel_count, "pixel_count", 1)
-        self.popsize = _check_int(popsize, "popsize", 4)
-        self.steps = _check_int(steps, "steps", 0)
+        self.pixel_count = check.integer(pixel_count, "pixel_count", 1)
+        self.popsize = check.integer(popsize, "popsize", 4)
+        self.steps = check.integer(steps, "steps", 0)
         if isinstance(mutation, bool) or not isinstance(mutation, (int, float)) \
                 or not math.isfinite(mutation) or not 0 < mutation <= 2:
             raise InputError(f"mutation (F) must be a number in (0, 2], got {mutation!r}")
         self.mutation = float(mutation)
-        self.recombination = _check_unit(recombination, "recombination")
-        self.chunk = _check_int(chunk, "chunk", 1)
-        self.seed = _check_seed(seed)
+        self.recombination = check.unit(recombination, "recombination")
+        self.chunk = check.integer(chunk, "chunk", 1)
+        self.seed = check.seed(seed)
 
     @property
     def budget(self) -> float:
