@@ -1,7 +1,8 @@
 """PSNR: peak signal-to-noise ratio, 10·log10(1/MSE) for data range 1.
 
 Default channel is BT.601 luma (MATLAB ``rgb2ycbcr`` Y, pyiqa's ``test_y_channel``), the
-convention of published super-resolution/IQA tables. Identical images would give +inf; the MSE
+convention of published super-resolution/IQA tables; ``'gray'`` is MATLAB ``rgb2gray`` (what
+MATLAB's ``ssim`` sees after ``rgb2gray``, and pyiqa's default YIQ luma). Identical images would give +inf; the MSE
 is floored at ``mse_floor`` (default 1e-10 → 100 dB) so scores stay finite and comparable.
 """
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..images import rgb_to_y
+from ..images import rgb_to_gray, rgb_to_y
 from ..registry import METRICS
 from .base import Metric
 
-CHANNELS = ("y", "rgb")
+CHANNELS = ("y", "gray", "rgb")
 
 
 def check_channel(channel: str, allowed=CHANNELS) -> str:
@@ -23,8 +24,10 @@ def check_channel(channel: str, allowed=CHANNELS) -> str:
 
 
 def to_channels(x: torch.Tensor, channel: str) -> torch.Tensor:
-    """``'y'`` → N×1×H×W luma; ``'rgb'`` → the image itself."""
-    return rgb_to_y(x) if channel == "y" else x
+    """``'y'`` → N×1×H×W BT.601 luma; ``'gray'`` → N×1×H×W ``rgb2gray``; ``'rgb'`` → the image."""
+    if channel == "y":
+        return rgb_to_y(x)
+    return rgb_to_gray(x) if channel == "gray" else x
 
 
 @METRICS.register("psnr")
