@@ -1,4 +1,4 @@
-"""FGSM / I-FGSM / MI-FGSM / PGD: budgets, directions, analytic optima, reference loops.
+"""FGSM / I-FGSM / MI-FGSM / AMI-FGSM / PGD: budgets, directions, analytic optima, reference loops.
 
 Toy metrics are built with ``wrap_metric`` so the tests exercise the attacks alone. Analytic
 checks: on a linear metric ``mean(w·x)`` the ℓ∞ optimum is the box corner ``x + eps·sign(w)``
@@ -376,3 +376,92 @@ def test_budget_params():
         budget_params("ifgsm", "extreme")
     with pytest.raises(InputError, match="no budget presets"):
         budget_params("nonexistent-attack", "low")
+
+
+# -- AMI-FGSM ------------------------------------------------------------------------------------
+
+def _niqe(x, patch):
+    from iqaguard.registry import METRICS
+    with torch.no_grad():
+        return METRICS.create("niqe", patch_size=patch)(x)
+
+
+def test_amifgsm_matches_reference_loop():
+    # MSU benchmark's AMI-FGSM: eps = K/NIQE(x) per image, alpha = eps/T, g ← ν·g + ∇ (raw
+    # gradient), x ← clip_{x,eps}(x + alpha·sign(g)), clipped to [0,1]
+    size, K, steps, decay, patch = 48, 0.2, 10, 0.8, 16
+    x = images(n=3, size=size)
+    x[2] = x[2] * 0.3  # another NIQE and another gradient scale
+    wavy = Wavy(size)
+    a = ATTACKS.create("amifgsm", K=K, steps=steps, decay=decay, niqe_patch=patch)
+    out = a(wrap_metric(wavy), x)
+    q = _niqe(x, patch).double().numpy()
+    eps = np.minimum(K / q, 1.0)
+    assert len(set(np.round(eps, 6))) == 3 and (eps > 0).all()
+    np.testing.assert_allclose(a.radius(x).double().numpy(), eps, rtol=1e-6)
+    w = wavy.w[0].double().numpy()
+    for i in range(x.shape[0]):
+        x0 = x[i].double().numpy()
+        xa, g = x0.copy(), np.zeros_like(x0)
+        for _ in range(steps):
+            g = decay * g + _wavy_grad_np(w, xa)
+            xa = np.clip(np.clip(xa + eps[i] / steps * np.sign(g), x0 - eps[i], x0 + eps[i]), 0, 1)
+        np.testing.assert_allclose(out[i].double().numpy(), xa, atol=1e-5, rtol=0)
+    assert a.stats.grad_calls == steps
+
+
+def test_amifgsm_budget_after_quantisation():
+    x = images(n=2, size=96)
+    x = torch.cat([x, x.flip(3)], dim=3)  # 96×192: two published 96-px NIQE patches
+    x[1] = 0.5 + 0.2 * (x[1] - 0.5)
+    a = ATTACKS.create("amifgsm", K=0.1)
+    x_adv = a(convnet(), x)
+    eps = a.radius(x)
+    torch.testing.assert_close(eps, 0.1 / _niqe(x, 96), rtol=1e-5, atol=0)
+    move = (x_adv - x).abs().amax(dim=(1, 2, 3))
+    assert (move <= eps + 1e-6).all() and (move >= eps - 1e-6).all()  # uses its own budget
+    q = a.quantize(x_adv, x)
+    assert float((q * 255 - torch.round(q * 255)).abs().max()) < 1e-4
+    assert ((q - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
+    assert a.budget == pytest.approx(float(eps.max()))
+    # quantize on another batch recomputes that batch's radii
+    q2 = a.quantize(x_adv[:1], x[:1] * 0.9)
+    assert ((q2 - 0.9 * x[:1]).abs().amax() <= a.radius(x[:1] * 0.9) + 1e-6).all()
+
+
+def test_amifgsm_raises_shipped_metric_score():
+    from iqaguard.data.bundled import CONTENTS, load_content
+    import iqaguard
+    x = torch.cat([load_content(c, 192)[:, :, :96, :] for c in list(CONTENTS)[:2]])  # 96×192
+    m = iqaguard.create_metric("iqg-cnn")
+    a = ATTACKS.create("amifgsm", steps=5, **budget_params("amifgsm", "medium"))
+    x_adv = a(m, x)
+    gain = (m(a.quantize(x_adv, x)) - m(x)) / m.range_width
+    assert (gain > 0).all()
+    down = ATTACKS.create("amifgsm", steps=5, direction="worse", **budget_params("amifgsm", "medium"))
+    assert (m(down(m, x)) < m(x)).all()
+
+
+def test_amifgsm_small_image_needs_smaller_niqe_patch():
+    x = images(n=1, size=24)
+    with pytest.raises(InputError, match="niqe"):
+        ATTACKS.create("amifgsm")(convnet(), x)
+    assert ATTACKS.create("amifgsm", niqe_patch=8)(convnet(), x).shape == x.shape
+
+
+@pytest.mark.parametrize("kw", [{"K": -0.1}, {"K": "a"}, {"K": float("inf")}, {"steps": 0},
+                                {"decay": -1.0}, {"niqe_patch": 6}, {"niqe_patch": 17},
+                                {"direction": "up"}])
+def test_amifgsm_bad_params(kw):
+    with pytest.raises(InputError):
+        ATTACKS.create("amifgsm", **kw)
+
+
+def test_amifgsm_params_round_trip_and_presets():
+    a = ATTACKS.create("amifgsm", K=0.3, steps=4, decay=0.5, niqe_patch=32, direction="worse")
+    b = ATTACKS.create("amifgsm", **a.params)
+    assert a.params == b.params == {"K": 0.3, "steps": 4, "decay": 0.5, "niqe_patch": 32,
+                                    "direction": "worse", "target": None}
+    assert ATTACKS.create("amifgsm").params["K"] == 0.5  # the study's default (attack_presets.json)
+    ks = [budget_params("amifgsm", lv)["K"] for lv in ("low", "medium", "high")]
+    assert ks == pytest.approx([3.65 * e / 255 for e in (2, 4, 8)], rel=2e-3)
