@@ -5,6 +5,8 @@ higher-better metrics, down for lower-better ones), normalised by the metric's s
 the study's threat, loss ``1 − sign·score/range``. ``direction="worse"`` pushes the other way and
 ``target=value`` pulls the score to a value. Every attack declares its threat model and budget
 and counts the gradient calls and queries it used (``attack.stats`` after a call).
+Trainable attacks (``trainable = True``, attacks/trainable.py) are fitted on a training split
+before they are called.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Attack:
 
     threat: str = "linf"
     white_box: bool = True
+    trainable: bool = False       # True: needs fit(metric, images) (or fit_or_load) before a call
     name: str = ""
     params: dict[str, Any] = {}
 
@@ -70,7 +73,7 @@ class Attack:
         g = self.gain(metric, metric(x, ref) if ref is not None else metric(x))
         (grad,) = torch.autograd.grad(g.sum(), x)
         self.stats.grad_calls += 1
-        if not torch.isfinite(grad).all():
+        if not torch.isfinite(grad.sum()):   # one reduction: a NaN/inf anywhere makes the sum non-finite
             grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         return g.detach(), grad
 
