@@ -78,3 +78,22 @@ def test_run_end_to_end(tmp_path):
     assert r3.returncode == 0, r3.stderr
     assert (tmp_path / "rep" / "index.html").exists()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rep" / "summary.csv"), pd.read_csv(out / "summary.csv"))
+
+
+def test_run_adaptive(tmp_path):
+    """``--adaptive LIST`` adds the adaptive column for those defenses and records the wrapper."""
+    out = tmp_path / "out"
+    args = ["run", "-m", "iqg-cnn", "-a", "fgsm:eps=2/255", "-d", "no-defense", "-d", "jpeg:quality=50",
+            "-d", "random-noise", "--adaptive", "jpeg:quality=50,random-noise", "--eot-k", "2",
+            "--data", "bundled:size=64", "--limit", "2", "--out", str(out), "--no-progress"]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.adaptive_wrapper.dropna()) == {"bpda", "eot2"}
+    assert rows.defended_attacked_adaptive.notna().sum() == 4
+    assert (out / "flags.csv").exists()
+    assert_one_line_error(cli("run", "-d", "jpeg", "--adaptive", "median-blur", "--limit", "1"), "not among")
+    # the report rebuilt from the store keeps the adaptive column and the flags
+    r3 = cli("report", "--store", str(out / "iqaguard.db"), "--out", str(tmp_path / "rep"))
+    assert r3.returncode == 0, r3.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rep" / "flags.csv"), pd.read_csv(out / "flags.csv"))

@@ -8,7 +8,8 @@ from iqaguard.registry import ATTACKS, DEFENSES, METRICS, canonical
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    return ig.benchmark(out=out), out
+    # the quick suite itself, on the first 30 of its 60 images to keep the test short
+    return ig.benchmark(out=out, limit=30), out
 
 
 def _cell(summary, metric, attack, defense):
@@ -34,13 +35,34 @@ def test_quick_suite_physics(quick, metric):
     assert jpeg.robust_abs_gain < undefended.robust_abs_gain
     html = (out / "index.html").read_text()
     assert "ifgsm" in html and "jpeg" in html and "no-defense" in html
-    for f in ("iqaguard.db", "results.csv", "summary.csv", "index.html"):
+    for f in ("iqaguard.db", "results.csv", "summary.csv", "index.html", "flags.csv", "worst_case.csv"):
         assert (out / f).exists()
+
+
+def test_quick_suite_adaptive_columns(quick):
+    """The default run has the adaptive column for the cheap defenses, BPDA beats the transfer
+    attack through JPEG on the learned metric, and the report shows worst case and flags."""
+    res, out = quick
+    attack = "ifgsm:eps=4/255,alpha=0.25/255"
+    rows = res.rows
+    for d, w in (("jpeg:quality=50", "bpda"), ("color-quantization", "bpda"), ("random-noise", "eot4")):
+        dd = canonical(DEFENSES.create(d))
+        sel = rows[rows.defense == dd]
+        assert (sel.adaptive_wrapper.dropna() == w).all() and sel.defended_attacked_adaptive.notna().sum() >= 8
+    jpeg = _cell(res.summary, "iqg-cnn", attack, "jpeg:quality=50")
+    # paired: the transfer attack's gain on the same images that have the adaptive (BPDA) result
+    assert jpeg.defended_gain_adaptive > jpeg.defended_gain_paired
+    assert jpeg["reliability"] == "adaptive-checked" and "zero-gradient" in jpeg["flags"]
+    w = res.worst
+    jw = w[w.defense == canonical(DEFENSES.create("jpeg:quality=50"))]
+    assert (jw.robust_abs_gain_worst >= jw.robust_abs_gain_worst_nonadaptive).all()
+    html = (out / "index.html").read_text()
+    assert "worst-case abs gain" in html and "Honesty flags" in html and "adaptive-checked" in html
 
 
 def test_quick_rerun_reuses_everything(quick):
     res, out = quick
-    again = ig.benchmark(out=out)
+    again = ig.benchmark(out=out, limit=30)
     assert again.computed == 0 and again.reused == len(res.rows)
 
 

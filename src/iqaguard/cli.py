@@ -35,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--adaptive", nargs="?", const="all", metavar="DEFENSES",
+                     help="also run every attack through each defense (BPDA/EOT, or queries for black-box "
+                          "attacks); optionally a comma-separated list of defense specs (default: all)")
+    run.add_argument("--no-adaptive", action="store_true", help="no adaptive column (the quick suite has one)")
+    run.add_argument("--wrapper", default="auto", choices=["auto", "bpda", "eot", "bpda+eot", "none"],
+                     help="adaptive wrapper for white-box attacks (default auto: BPDA if not differentiable, "
+                          "EOT if randomized)")
+    run.add_argument("--eot-k", type=int, default=None, metavar="K", help="EOT draws per gradient (default 10)")
+    run.add_argument("--adaptive-limit", type=int, default=None, metavar="N",
+                     help="adaptive column on the first N images only (default: all)")
+    run.add_argument("--train-images", type=int, default=32, metavar="N",
+                     help="training images for trainable attacks, disjoint from the evaluated ones (default 32)")
 
     rep = sub.add_parser("report", help="rebuild the report from a store")
     rep.add_argument("--store", default="iqaguard-out/iqaguard.db", metavar="FILE")
@@ -45,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("image")
     sc.add_argument("--ref", metavar="IMAGE", help="reference image for full-reference metrics")
     sc.add_argument("--device", default="cpu")
+
+    cb = sub.add_parser("calibrate-budgets", help="recompute the attacks' low/medium/high budgets and write the table")
+    cb.add_argument("--metric", "-m", default="iqg-cnn", metavar="SPEC", help="metric attacked (default iqg-cnn)")
+    cb.add_argument("--data", default="bundled:levels=2", metavar="SPEC", help="calibration images (default bundled:levels=2)")
+    cb.add_argument("--limit", type=int, default=8, help="calibration images (default 8)")
+    cb.add_argument("--size", type=int, default=128, help="images are resized to SIZE×SIZE (default 128)")
+    cb.add_argument("--attacks", "-a", default=None, metavar="A,B", help="comma-separated attack keys (default: all)")
+    cb.add_argument("--fit", type=int, default=4, help="further images to fit trainable attacks on (default 4)")
+    cb.add_argument("--queries", type=int, default=300, help="query cap for measuring black-box attacks (default 300)")
+    cb.add_argument("--max-iter", type=int, default=6, help="search steps per level (default 6)")
+    cb.add_argument("--seed", type=int, default=0)
+    cb.add_argument("--merge", action="store_true", help="write the shipped table with the calibrated entries replaced")
+    cb.add_argument("--out", required=True, metavar="FILE", help="output JSON table")
     return p
 
 
@@ -81,15 +106,31 @@ def _cmd_run(args) -> int:
     from .evaluation.runner import run_benchmark
 
     data = dataset_spec(args.data) if args.data else None
+    adaptive = None
+    if args.no_adaptive:
+        adaptive = False
+    elif args.adaptive == "all":
+        adaptive = True
+    elif args.adaptive:
+        adaptive = _split_specs(args.adaptive)
     result = run_benchmark(metrics=args.metric, attacks=args.attack, defenses=args.defense, dataset=data,
                            limit=args.limit, store=args.store, out=args.out, seed=args.seed,
-                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+                           adaptive=adaptive, wrapper=args.wrapper, eot_k=args.eot_k,
+                           adaptive_limit=args.adaptive_limit, train_images=args.train_images)
     print(f"cells: {result.computed} computed, {result.reused} reused, {result.errors} failed")
     for name, path in result.files.items():
         print(f"{name:8s} {path}")
     if "report" in result.files:
         print(f"report: open {Path(result.files['report']).resolve()}")
     return 1 if result.errors else 0
+
+
+def _split_specs(text: str) -> list[str]:
+    """``jpeg:quality=50,random-noise`` → specs: a comma starts a new spec unless a ``key=`` follows it."""
+    import re
+
+    return [p for p in re.split(r",(?![\w.-]+=)", text) if p]
 
 
 def _cmd_report(args) -> int:
@@ -124,6 +165,27 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_calibrate_budgets(args) -> int:
+    import json
+
+    from .attacks import calibration
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    table = calibration.calibrate_budgets(
+        metric=args.metric, data=dataset_spec(args.data), limit=args.limit, size=args.size, attacks=attacks,
+        fit=args.fit, queries=args.queries, seed=args.seed, max_iter=args.max_iter,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.merge:
+        from importlib import resources
+
+        shipped = json.loads(resources.files("iqaguard.tables").joinpath("attack_budgets.json").read_text())
+        table = calibration.merge_into(shipped, table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
+    print(f"budget table: {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -131,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score}
+    commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score,
+                "calibrate-budgets": _cmd_calibrate_budgets}
     if args.command is None:
         _parser().print_help()
         return 2

@@ -81,6 +81,10 @@ def test_crash_loses_only_cells_in_flight(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return original(self, x, seeds)
 
+    from iqaguard.evaluation import runner
+
+    probe = runner._Runner._probe
+    monkeypatch.setattr(runner._Runner, "_probe", lambda *a, **k: None)   # count the grid's calls only
     monkeypatch.setattr(Purifier, "purify", flaky)
     with pytest.raises(KeyboardInterrupt):
         ig.benchmark(**GRID, out=tmp_path, report=False, batch_size=2)
@@ -89,6 +93,7 @@ def test_crash_loses_only_cells_in_flight(tmp_path, monkeypatch):
         assert 0 < len(partial) < 12
         assert partial[["clear", "defended_attacked"]].notna().all().all()   # no half-written row
     monkeypatch.setattr(Purifier, "purify", original)
+    monkeypatch.setattr(runner._Runner, "_probe", probe)
     done = ig.benchmark(**GRID, out=tmp_path, report=False, batch_size=2)
     assert done.reused == len(partial) and done.computed == 12 - len(partial)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .._version import __version__
+from ..adaptive import DEFAULT_EOT_K, WRAPPERS, resolved_wrapper
 from ..errors import InputError
 from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, canonical
 
@@ -26,7 +27,14 @@ QUICK = {
                  "upscale", "color-quantization", "random-noise"],
     "dataset": "bundled",
     "limit": 60,
+    # adaptive column (BPDA / EOT through the defense) for the cheap defenses; see docs/methods/scores.md
+    # Cost: an adaptive attack costs one attack per defense (EOT: k), so the quick suite runs it on
+    # the first 8 images only and with k = 4 draws; `iqaguard run --adaptive` does all images, k = 10.
+    "adaptive": ["jpeg:quality=50", "color-quantization", "random-noise"],
+    "adaptive_limit": 8,
+    "eot_k": 4,
 }
+DEFAULT_TRAIN_IMAGES = 32
 
 CODE_VERSION = __version__
 
@@ -45,13 +53,45 @@ class Plan:
     seed: int
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    adaptive: list[str] = field(default_factory=list)      # defenses that get the adaptive column
+    wrapper: str = "auto"
+    eot_k: int = DEFAULT_EOT_K
+    train_images: int = DEFAULT_TRAIN_IMAGES
+    white_box: dict[str, bool] = field(default_factory=dict)    # attack spec -> white-box?
+    trainable: dict[str, bool] = field(default_factory=dict)    # attack spec -> needs fit?
+    wrappers: dict[str, str] = field(default_factory=dict)      # adaptive defense -> wrapper string
+    train_items: list[Any] = field(default_factory=list, repr=False)
+    adaptive_limit: int | None = None                            # adaptive column on the first N images only
+
+    def adaptive_tag(self, attack: str, defense: str, image: str | None = None) -> str:
+        """The wrapper recorded for the adaptive column of (attack, defense[, image]); "" = none."""
+        if defense not in self.adaptive:
+            return ""
+        if image is not None and self.adaptive_limit is not None and image not in self._adaptive_ids():
+            return ""
+        return self.wrappers[defense] if self.white_box.get(attack, True) else "query"
+
+    def _adaptive_ids(self) -> set[str]:
+        return set(self.image_ids[: self.adaptive_limit])
+
+    def _train_tag(self, attack: str) -> str:
+        return _hash("train", *[it.id for it in self.train_items]) if self.trainable.get(attack) else ""
 
     def cell_key(self, metric: str, attack: str, defense: str, image: str) -> str:
-        return _hash("cell", metric, attack, defense, self.dataset, image, self.seed, CODE_VERSION)
+        # extra parts only when present, so keys of non-adaptive, non-trainable cells never change
+        extra = [p for p in (self.adaptive_tag(attack, defense, image), self._train_tag(attack)) if p]
+        return _hash("cell", metric, attack, defense, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def attack_key(self, metric: str, attack: str, image: str) -> str:
         """Key of an adversarial image: shared by every defense of the same (metric, attack)."""
-        return _hash("adv", metric, attack, self.dataset, image, self.seed, CODE_VERSION)
+        extra = [p for p in (self._train_tag(attack),) if p]
+        return _hash("adv", metric, attack, self.dataset, image, self.seed, CODE_VERSION, *extra)
+
+    def adaptive_key(self, metric: str, attack: str, defense: str, image: str) -> str:
+        """Key of an adaptive adversarial image: one per (metric, attack, defense, wrapper, image)."""
+        extra = [p for p in (self._train_tag(attack),) if p]
+        return _hash("adv-adaptive", metric, attack, defense, self.adaptive_tag(attack, defense),
+                     self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def cells(self):
         for m in self.metrics:
@@ -66,25 +106,71 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "attacks": self.attacks, "defenses": self.defenses,
                 "dataset": self.dataset, "limit": self.limit, "seed": self.seed,
-                "images": len(self.image_ids), "code_version": CODE_VERSION, **self.extra}
+                "images": len(self.image_ids), "code_version": CODE_VERSION,
+                "adaptive": self.adaptive, "wrapper": self.wrapper, "eot_k": self.eot_k,
+                "adaptive_limit": self.adaptive_limit,
+                **({"train_images": len(self.train_items)} if any(self.trainable.values()) else {}),
+                **self.extra}
 
 
-def _canon(registry, specs: Sequence[str], what: str) -> list[str]:
+def _canon(registry, specs: Sequence[str], what: str, objs: dict | None = None) -> list[str]:
     if isinstance(specs, str):
         specs = [specs]
     if not specs:
         raise InputError(f"no {what} given")
     out: list[str] = []
     for s in specs:
-        c = canonical(registry.create(s))
+        obj = registry.create(s)
+        c = canonical(obj)
         if c not in out:
+            out.append(c)
+            if objs is not None:
+                objs[c] = obj
+    return out
+
+
+def _adaptive_defenses(adaptive, defenses: list[str], objs: dict) -> list[str]:
+    """``True``: every defense but the identity; a list: those defenses (each must be in the plan)."""
+    if adaptive is None or adaptive is False:
+        return []
+    if adaptive is True:
+        return [d for d in defenses if objs[d].name != "no-defense"]
+    if isinstance(adaptive, str):
+        adaptive = [adaptive]
+    out = []
+    for spec in adaptive:
+        c = canonical(DEFENSES.create(spec))
+        if c not in defenses:
+            raise InputError(f"adaptive defense {spec!r} is not among the run's defenses")
+        if objs[c].name != "no-defense" and c not in out:
             out.append(c)
     return out
 
 
+def train_split(full, evaluated: Sequence[str], n: int) -> list[Any]:
+    """Up to ``n`` items of ``full`` not in ``evaluated``, spread evenly over the rest (disjoint
+    from the evaluated images, so a trainable attack is never fitted on what it is scored on)."""
+    ev = set(evaluated)
+    rest = [it for it in full.items if it.id not in ev]
+    if n <= 0 or not rest:
+        return []
+    if len(rest) <= n:
+        return rest
+    step = len(rest) / n
+    return [rest[int(i * step)] for i in range(n)]
+
+
 def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = None,
-              limit: int | None = None, seed: int = 0) -> tuple[Plan, Any]:
-    """Validate and canonicalise a spec; returns the plan and the (subset) dataset object."""
+              limit: int | None = None, seed: int = 0, adaptive=None, wrapper: str = "auto",
+              eot_k: int | None = None, train_images: int = DEFAULT_TRAIN_IMAGES,
+              adaptive_limit: int | None = None) -> tuple[Plan, Any]:
+    """Validate and canonicalise a spec; returns the plan and the (subset) dataset object.
+
+    ``adaptive``: None (the quick suite's default list when no method is given, else none), True
+    (every defense but ``no-defense``) or a list of defense specs; ``wrapper``/``eot_k`` configure
+    it (see iqaguard.adaptive; ``eot_k`` None = 10, or the quick suite's 4); ``adaptive_limit``: the
+    adaptive column only on the first N images. ``train_images``: training split of trainable attacks.
+    """
     quick = metrics is None and attacks is None and defenses is None and dataset is None
     metrics = QUICK["metrics"] if metrics is None else metrics
     attacks = QUICK["attacks"] if attacks is None else attacks
@@ -92,16 +178,52 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
     dataset = QUICK["dataset"] if dataset is None else dataset
     if limit is None and quick:
         limit = QUICK["limit"]
+    if adaptive is None and quick:
+        adaptive = QUICK["adaptive"]
+        adaptive_limit = QUICK["adaptive_limit"] if adaptive_limit is None else adaptive_limit
+        eot_k = QUICK["eot_k"] if eot_k is None else eot_k
+    eot_k = DEFAULT_EOT_K if eot_k is None else eot_k
+    if adaptive_limit is not None and (not isinstance(adaptive_limit, int) or isinstance(adaptive_limit, bool)
+                                       or adaptive_limit < 1):
+        raise InputError(f"adaptive_limit must be a positive integer or None, got {adaptive_limit!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"seed must be an integer, got {seed!r}")
+    if wrapper not in WRAPPERS:
+        raise InputError(f"wrapper must be one of {', '.join(WRAPPERS)}; got {wrapper!r}")
+    for name, v in (("eot_k", eot_k), ("train_images", train_images)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
+    a_objs: dict[str, Any] = {}
+    d_objs: dict[str, Any] = {}
     m = _canon(METRICS, metrics, "metrics")
-    a = _canon(ATTACKS, attacks, "attacks")
-    d = _canon(DEFENSES, defenses, "defenses")
-    ds_obj = DATASETS.create(dataset)
-    ds_spec = canonical(ds_obj)
-    ds_obj = ds_obj.subset(limit)
+    a = _canon(ATTACKS, attacks, "attacks", a_objs)
+    d = _canon(DEFENSES, defenses, "defenses", d_objs)
+    adapt = _adaptive_defenses(adaptive, d, d_objs)
+    for spec in adapt:
+        if not hasattr(d_objs[spec], "purify_pair"):
+            raise InputError(f"adaptive evaluation of {spec!r}: only purification defenses are run by the grid")
+        if wrapper in ("eot", "none") and not getattr(d_objs[spec], "differentiable", True):
+            raise InputError(f"wrapper {wrapper!r} cannot differentiate {spec!r} (not differentiable): "
+                             f"use 'auto', 'bpda' or 'bpda+eot'")
+    full = DATASETS.create(dataset)
+    ds_spec = canonical(full)
+    ds_obj = full.subset(limit)
     if len(ds_obj) == 0:
         raise InputError(f"dataset {dataset!r} has no images")
-    plan = Plan(m, a, d, ds_spec, [it.id for it in ds_obj.items], seed, limit,
-                extra={"suite": "quick" if quick else "custom"})
+    ids = [it.id for it in ds_obj.items]
+    trainable = {s: bool(getattr(o, "trainable", False)) for s, o in a_objs.items()}
+    train = []
+    if any(trainable.values()):
+        train = train_split(full, ids, train_images)
+        if not train:
+            names = ", ".join(s for s, t in trainable.items() if t)
+            raise InputError(f"trainable attack(s) {names} need training images disjoint from the evaluated ones, "
+                             f"but all {len(full)} images of {dataset!r} are evaluated: lower --limit")
+    plan = Plan(m, a, d, ds_spec, ids, seed, limit,
+                extra={"suite": "quick" if quick else "custom"},
+                adaptive=adapt, wrapper=wrapper, eot_k=eot_k, train_images=train_images,
+                white_box={s: bool(getattr(o, "white_box", True)) for s, o in a_objs.items()},
+                trainable=trainable,
+                wrappers={s: resolved_wrapper(d_objs[s], wrapper, eot_k) for s in adapt},
+                train_items=train, adaptive_limit=adaptive_limit if adapt else None)
     return plan, ds_obj

@@ -19,10 +19,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..adaptive import adaptive as make_adaptive
 from ..errors import InputError
 from ..images import check_image, load_image, save_png
 from ..registry import ATTACKS, DEFENSES, METRICS, short_spec
 from ..seeds import derive_seed
+from .flags import FLAG_COLUMNS, annotate_worst, probe_key
 from .plan import Plan, make_plan
 from .provenance import provenance as make_provenance
 from .rows import QUALITY_METRICS
@@ -46,17 +48,28 @@ class Result:
     computed: int = 0
     errors: int = 0
     files: dict[str, Path] = field(default_factory=dict)
+    flags: pd.DataFrame = field(default_factory=pd.DataFrame)   # metric, attack, defense, flag, detail
 
 
 def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, limit: int | None = None,
                   store: str | Path | None = None, out: str | Path = DEFAULT_OUT, seed: int = 0,
                   device: str = "cpu", batch_size: int = 8, progress: bool = False,
-                  report: bool = True) -> Result:
-    """Run a grid of metrics × attacks × defenses × images; reuse every finished cell."""
+                  report: bool = True, adaptive=None, wrapper: str = "auto", eot_k: int | None = None,
+                  train_images: int = 32, adaptive_limit: int | None = None) -> Result:
+    """Run a grid of metrics × attacks × defenses × images; reuse every finished cell.
+
+    ``adaptive`` (True, or a list of defense specs; the quick suite has its own list) adds the
+    adaptive column: each attack runs again *through* the defense (BPDA/EOT per ``wrapper`` and
+    ``eot_k`` for white-box attacks, queries through ``defense.protect(metric)`` for black-box
+    ones), on the first ``adaptive_limit`` images (None: all). ``eot_k`` draws per EOT gradient
+    (None: 10). Trainable attacks are fitted on up to ``train_images`` dataset images not evaluated.
+    """
     device = _check_device(device)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    plan, data = make_plan(metrics, attacks, defenses, dataset, limit, seed)
+    plan, data = make_plan(metrics, attacks, defenses, dataset, limit, seed, adaptive=adaptive,
+                           wrapper=wrapper, eot_k=eot_k, train_images=train_images,
+                           adaptive_limit=adaptive_limit)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_path = Path(store) if store is not None else out_dir / "iqaguard.db"
@@ -86,7 +99,8 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
 # -- outputs are rebuilt only when a cell changed (a rerun of a finished plan is instant) --------
 
 _STAMP = ".iqaguard-outputs.json"
-_OUTPUTS = {"results": "results.csv", "summary": "summary.csv", "worst": "worst_case.csv", "two_axis": "tradeoff.csv"}
+_OUTPUTS = {"results": "results.csv", "summary": "summary.csv", "worst": "worst_case.csv", "two_axis": "tradeoff.csv",
+            "flags": "flags.csv"}
 
 
 def _outputs_stamp(plan: Plan, store: Path, report: bool) -> str:
@@ -116,7 +130,8 @@ def _up_to_date(st: Store, plan: Plan, out_dir: Path, stamp: str, prov: dict[str
     frames = {name: _read_csv(files[name]) for name in _OUTPUTS if name != "results"}
     rows = _in_plan_order(st.rows(keys=[c[4] for c in plan.cells()]), plan)
     return Result(rows, frames["summary"], frames["worst"], frames["two_axis"],
-                  prov.get("run_id", ""), out_dir, st.path, prov, files={"store": st.path, **files})
+                  prov.get("run_id", ""), out_dir, st.path, prov, files={"store": st.path, **files},
+                  flags=frames["flags"])
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -147,6 +162,8 @@ class _Runner:
         self.quality = {q: METRICS.create(q).to(self.device).eval() for q in QUALITY_METRICS}
         # defended-clean results do not depend on the attack: computed once per (metric, defense, image)
         self._dc_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._train: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._adaptive_attacks: dict[tuple[str, str, str], Any] = {}
 
     # -- the grid -------------------------------------------------------------------------
     def run(self) -> None:
@@ -169,8 +186,13 @@ class _Runner:
                 metric = METRICS.create(m_spec).to(self.device).eval()
                 if metric.mode == "FR" and not self.data.has_ref:
                     raise InputError(f"metric {m_spec!r} is full-reference but dataset {plan.dataset!r} has no references")
+                self._probe(metric, m_spec, defenses, done)
                 for a_spec in plan.attacks:
+                    if not todo[a_spec]:
+                        continue
                     attack = ATTACKS.create(a_spec)
+                    if plan.trainable.get(a_spec):
+                        attack = self._fit(attack, metric, self.out_dir / "trainable")
                     for batch in _chunks(todo[a_spec], self.batch_size):
                         for group in self._by_shape(batch):
                             self._run_batch(metric, m_spec, attack, a_spec, defenses, group, done, bar)
@@ -229,6 +251,10 @@ class _Runner:
     def _adversarial(self, metric, m_spec, attack, a_spec, ids, x, ref):
         """Attacked batch: from the PNG cache when present, else computed, quantised and saved."""
         keys = [self.plan.attack_key(m_spec, a_spec, img) for img in ids]
+        return self._attack_cached(keys, metric, attack, m_spec, a_spec, ids, x, ref)
+
+    def _attack_cached(self, keys, target, attack, m_spec, label, ids, x, ref, grad_cost: int = 1):
+        """Run ``attack`` on ``target`` for the images whose ``keys`` are not cached yet."""
         cached = self.store.adversarial(keys)
         adv_dir = self.out_dir / "adversarial"
         x_adv = torch.empty_like(x)
@@ -244,7 +270,7 @@ class _Runner:
             xs = x[missing]
             refs = None if ref is None else ref[missing]
             torch.manual_seed(derive_seed(self.plan.seed, keys[missing[0]]))
-            out = attack(metric, xs, refs)
+            out = attack(target, xs, refs)
             out = attack.quantize(out, xs)
             n = len(missing)
             stats = attack.stats
@@ -252,9 +278,9 @@ class _Runner:
             for j, i in enumerate(missing):
                 x_adv[i] = out[j]
                 path = save_png(out[j:j + 1].cpu(), adv_dir / f"{keys[i]}.png")
-                records.append({"key": keys[i], "metric": m_spec, "attack": a_spec, "dataset": self.plan.dataset,
+                records.append({"key": keys[i], "metric": m_spec, "attack": label, "dataset": self.plan.dataset,
                                 "image": ids[i], "path": str(path.relative_to(self.out_dir)),
-                                "attack_seconds": stats.seconds / n, "grad_calls": stats.grad_calls,
+                                "attack_seconds": stats.seconds / n, "grad_calls": stats.grad_calls * grad_cost,
                                 "queries": stats.queries / n, "run_id": self.run_id})
             self.store.write_adversarial(records)
             cached.update({r["key"]: r for r in records})
@@ -272,6 +298,16 @@ class _Runner:
             t_da = time.perf_counter() - t0
             da = self._score(metric, ya, ra)
             q_cda = self._quality(xs, _to_size(ya, xs), m_spec)
+        tags = [self.plan.adaptive_tag(a_spec, d_spec, ids[i]) for i in sel]
+        da_adapt: list[float | None] = [None] * len(sel)
+        sub = [j for j, t in enumerate(tags) if t]
+        if sub:
+            r_sub = None if refs is None else refs[sub]
+            x_ad = self._adaptive(metric, m_spec, a_spec, d_spec, defense, [ids[sel[j]] for j in sub], xs[sub], r_sub)
+            with torch.no_grad():
+                y2, r2 = defense.purify_pair(x_ad, r_sub, [seeds[j] for j in sub])
+                for j, v in zip(sub, self._score(metric, y2, r2)):
+                    da_adapt[j] = float(v)
         self._save_strip(m_spec, a_spec, d_spec, ids, sel, keys, ya)
         rows = []
         for j, i in enumerate(sel):
@@ -282,11 +318,11 @@ class _Runner:
                 "dataset": self.plan.dataset, "image": ids[i],
                 "clear": float(clean[i]), "attacked": float(attacked[i]),
                 "defended_clear": dc["score"], "defended_attacked": float(da[j]),
-                "defended_attacked_adaptive": None,
+                "defended_attacked_adaptive": da_adapt[j],
                 "truth": item.truth, "truth_kind": item.truth_kind, "group": item.group,
                 "linf_c_a": float(linf[i]),
                 "lower_better": bool(metric.lower_better), "range_lo": metric.score_range[0],
-                "range_hi": metric.score_range[1], "seed": self.plan.seed, "adaptive_wrapper": None,
+                "range_hi": metric.score_range[1], "seed": self.plan.seed, "adaptive_wrapper": tags[j] or None,
                 "defense_seconds": (dc["seconds"] + t_da / len(sel)) / 2,
                 "attack_seconds": adv[i].get("attack_seconds"), "grad_calls": adv[i].get("grad_calls"),
                 "queries": adv[i].get("queries"),
@@ -297,6 +333,95 @@ class _Runner:
                 row[f"q_{q}_c_da"] = q_cda[q][j]
             rows.append(row)
         return rows
+
+    def _adaptive(self, metric, m_spec, a_spec, d_spec, defense, ids, x, ref) -> torch.Tensor:
+        """The attack run again *through* the defense, from the clean images (cached like the transfer one).
+
+        White-box: against ``adaptive(defense, metric)`` (BPDA / EOT); black-box: against
+        ``defense.protect(metric)`` with fresh draws per query (what a deployed defense answers).
+        Trainable attacks are fitted through the same target, on the training split.
+        """
+        plan = self.plan
+        keys = [plan.adaptive_key(m_spec, a_spec, d_spec, img) for img in ids]
+        tag = plan.adaptive_tag(a_spec, d_spec)
+        white = plan.white_box.get(a_spec, True)
+        target = make_adaptive(defense, metric, plan.wrapper, plan.eot_k) if white else defense.protect(metric)
+        if not white:
+            target.seeds = None
+        cost = getattr(target, "grad_cost", 1)
+        ck = (m_spec, a_spec, d_spec)
+        attack = self._adaptive_attacks.get(ck)
+        if attack is None:
+            if self.store.adversarial(keys).keys() >= set(keys) and all(
+                    (self.out_dir / "adversarial" / f"{k}.png").exists() for k in keys):
+                attack = None       # everything cached: no attack (and no fit) needed
+            else:
+                attack = ATTACKS.create(a_spec)
+                if plan.trainable.get(a_spec):
+                    sub = hashlib.sha256(f"{d_spec}\x1f{tag}".encode()).hexdigest()[:12]
+                    attack = self._fit(attack, target, self.out_dir / "trainable" / f"adaptive-{sub}")
+                self._adaptive_attacks[ck] = attack
+        label = f"{a_spec} @ {d_spec} [{tag}]"
+        x_ad, _ = self._attack_cached(keys, target, attack, m_spec, label, ids, x, ref, grad_cost=cost)
+        return x_ad
+
+    def _train_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training split (dataset images not evaluated), loaded once and resized to one shape."""
+        if self._train is None:
+            xs, refs = [], []
+            for it in self.plan.train_items:
+                xs.append(check_image(it.load(), f"training image {it.id!r}"))
+                refs.append(it.load_ref() if it.load_ref is not None else None)
+            size = xs[0].shape[-2:]
+            fit = lambda t: t if t.shape[-2:] == size else F.interpolate(  # noqa: E731
+                t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            x = torch.cat([fit(t) for t in xs]).to(self.device)
+            ref = torch.cat([fit(r) for r in refs]).to(self.device) if all(r is not None for r in refs) else None
+            self._train = (x, ref)
+        return self._train
+
+    def _fit(self, attack, metric, cache_dir: Path):
+        """Fit a trainable attack on the training split (cached under ``<out>/trainable/``)."""
+        x, ref = self._train_batch()
+        ref = ref if getattr(metric, "mode", "NR") == "FR" else None
+        torch.manual_seed(derive_seed(self.plan.seed, "fit", canonical_or_name(attack), str(cache_dir.name)))
+        try:
+            from ..attacks.trainable import fit_or_load
+        except ImportError:  # pragma: no cover - the trainable API ships with the attacks
+            attack.fit(metric, x, ref)
+            return attack
+        return fit_or_load(attack, metric, x, cache_dir, ref=ref)
+
+    def _probe(self, metric, m_spec, defenses, done) -> None:
+        """Honesty probes per (metric, defense), on the first two images: the gradient norm of the
+        attack objective through ``metric ∘ defense`` (and through the adaptive wrapper), and how
+        much the defended score of a fixed input moves between two random draws."""
+        from .flags import probe_key
+
+        plan = self.plan
+        todo = {}
+        for d_spec in plan.defenses:
+            if all(plan.cell_key(m_spec, a, d_spec, img) in done for a in plan.attacks for img in plan.image_ids):
+                continue
+            todo[d_spec] = probe_key(plan, m_spec, d_spec)
+        if not todo:
+            return
+        have = set(self.store.probes(todo.values())["key"])
+        ids = plan.image_ids[:2]
+        groups = None
+        records = []
+        for d_spec, key in todo.items():
+            if key in have:
+                continue
+            if groups is None:
+                groups = self._by_shape(ids)
+            ids_, x, ref = groups[0]
+            ref = ref if metric.mode == "FR" else None
+            records.append({"key": key, "metric": m_spec, "defense": d_spec, "dataset": plan.dataset,
+                            "run_id": self.run_id, "images": len(ids_),
+                            **_probe_one(metric, defenses[d_spec], x, ref, plan, d_spec, m_spec, ids_)})
+        if records:
+            self.store.write_probes(records)
 
     def _defended_clean(self, metric, m_spec, d_spec, defense, ids, x, ref, seeds) -> list[dict[str, Any]]:
         missing = [i for i, img in enumerate(ids) if (m_spec, d_spec, img) not in self._dc_cache]
@@ -345,6 +470,56 @@ class _Runner:
                 "dataset": self.plan.dataset, "image": img}
 
 
+def canonical_or_name(obj) -> str:
+    return f"{getattr(obj, 'name', '')}:{sorted((getattr(obj, 'params', {}) or {}).items())}"
+
+
+def _gain(metric, s: torch.Tensor) -> torch.Tensor:
+    """The default attack objective: score toward 'better', over the range (attacks/base.py)."""
+    return (-s if metric.lower_better else s) / metric.range_width
+
+
+def _probe_one(metric, defense, x, ref, plan: Plan, d_spec: str, m_spec: str, ids) -> dict[str, Any]:
+    note = []
+    seeds = [derive_seed(plan.seed, m_spec, d_spec, img) for img in ids]
+    out: dict[str, Any] = {"grad_norm": float("nan"), "grad_finite": float("nan"),
+                           "adaptive_grad_norm": float("nan"), "wrapper": None, "score_spread": float("nan")}
+    protected = defense.protect(metric)
+    protected.seeds = seeds
+    if metric.differentiable:
+        xg = x.detach().clone().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                s = protected(xg, ref) if ref is not None else protected(xg)
+                if not s.requires_grad:
+                    raise RuntimeError("no graph")
+                (g,) = torch.autograd.grad(_gain(metric, s).sum(), xg, allow_unused=True)
+            if g is None:
+                raise RuntimeError("unused")
+            out["grad_finite"] = float(torch.isfinite(g).all())
+            out["grad_norm"] = float(torch.nan_to_num(g, nan=0.0).flatten(1).norm(dim=1).mean())
+        except RuntimeError:
+            out["grad_norm"], out["grad_finite"] = 0.0, 1.0
+            note.append("no gradient through the defense (not differentiable)")
+        if d_spec in plan.adaptive:
+            am = make_adaptive(defense, metric, plan.wrapper, plan.eot_k)
+            out["wrapper"] = am.wrapper
+            torch.manual_seed(derive_seed(plan.seed, "probe", m_spec, d_spec))
+            xg = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                s = am(xg, ref) if ref is not None else am(xg)
+                (g,) = torch.autograd.grad(_gain(metric, s).sum(), xg)
+            out["adaptive_grad_norm"] = float(torch.nan_to_num(g, nan=0.0).flatten(1).norm(dim=1).mean())
+    with torch.no_grad():
+        protected.seeds = [derive_seed(plan.seed, "probe-a", img) for img in ids]
+        s1 = protected(x, ref) if ref is not None else protected(x)
+        protected.seeds = [derive_seed(plan.seed, "probe-b", img) for img in ids]
+        s2 = protected(x, ref) if ref is not None else protected(x)
+    out["score_spread"] = float((s1 - s2).abs().max()) / metric.range_width
+    out["note"] = "; ".join(note) or None
+    return out
+
+
 def _to_size(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Defended images are compared with the clean one at the input size (as the study does)."""
     if y.shape[-2:] == x.shape[-2:]:
@@ -385,8 +560,15 @@ def collect(st: Store, plan: Plan, data, out_dir: Path, prov: dict[str, Any], re
     summary = scores.summarize(rows, seed=plan.seed) if len(rows) else pd.DataFrame()
     worst = scores.worst_case(rows, seed=plan.seed) if len(rows) else pd.DataFrame()
     two = scores.two_axis(summary) if len(summary) else pd.DataFrame()
+    from .flags import compute_flags, annotate
+
+    flags = compute_flags(summary, st.probes([probe_key(plan, m, d) for m in plan.metrics for d in plan.defenses]),
+                          plan) if len(summary) else pd.DataFrame(columns=FLAG_COLUMNS)
+    summary = annotate(summary, flags, rows) if len(summary) else summary
+    worst = annotate_worst(worst, summary) if len(worst) else worst
     files: dict[str, Path] = {"store": st.path}
-    for name, frame in (("results", rows), ("summary", summary), ("worst", worst), ("two_axis", two)):
+    for name, frame in (("results", rows), ("summary", summary), ("worst", worst), ("two_axis", two),
+                        ("flags", flags)):
         files[name] = _write_csv(frame, out_dir / _OUTPUTS[name])
     prov = {**prov, "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}
     if report:
@@ -397,8 +579,10 @@ def collect(st: Store, plan: Plan, data, out_dir: Path, prov: dict[str, Any], re
         for strip in strips:
             strip.update({k: short.get(strip[k], strip[k]) for k in ("metric", "attack", "defense")})
         files["report"] = render_report(_shorten(rows, short), _shorten(summary, short), prov, out_dir,
-                                        strips=strips, two_axis=_shorten(two, short), worst=_shorten(worst, short))
-    return Result(rows, summary, worst, two, prov.get("run_id", ""), out_dir, st.path, prov, files=files)
+                                        strips=strips, two_axis=_shorten(two, short), worst=_shorten(worst, short),
+                                        flags=_shorten(flags, short))
+    return Result(rows, summary, worst, two, prov.get("run_id", ""), out_dir, st.path, prov, files=files,
+                  flags=flags)
 
 
 def _short_names(plan: Plan) -> dict[str, str]:
@@ -463,7 +647,10 @@ def report_from_store(store: str | Path, out: str | Path | None = None) -> Resul
             raise InputError(f"store {str(store)!r} holds no run")
         spec = last["spec"]
         plan, data = make_plan(spec["metrics"], spec["attacks"], spec["defenses"], spec["dataset"],
-                               spec.get("limit"), spec["seed"])
+                               spec.get("limit"), spec["seed"], adaptive=spec.get("adaptive") or False,
+                               wrapper=spec.get("wrapper", "auto"), eot_k=spec.get("eot_k", 10),
+                               train_images=spec.get("train_images", 32),
+                               adaptive_limit=spec.get("adaptive_limit"))
         plan.extra = {k: v for k, v in spec.items() if k == "suite"}
         out_dir = Path(out) if out is not None else store.parent
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,8 @@ def _per_row(rows: pd.DataFrame) -> pd.DataFrame:
             "attack_gain": s * (a - c) / r,
             "defended_gain": s * (da - dc) / r,
             "defended_gain_adaptive": s * (dad - dc) / r,
+            # the transfer gain on exactly the images that have an adaptive result (a paired comparison)
+            "defended_gain_paired": np.where(np.isfinite(dad), s * (da - dc) / r, np.nan),
             "similarity_score": _similarity(_col(rows, "q_ssim_c_da"), _col(rows, "q_psnr_c_da")),
             "clear_similarity_score": _similarity(_col(rows, "q_ssim_c_dc"), _col(rows, "q_psnr_c_dc")),
             "mean_time": _col(rows, "defense_seconds"),
@@ -316,7 +318,8 @@ def summarize(rows: pd.DataFrame, by: Iterable[str] = ("metric", "attack", "defe
 
     Columns: the ``by`` keys, ``n`` (distinct images), the abs/rel gains (robust, nonpurified,
     both_defended, and their ``_adaptive`` versions), ``attack_gain``, ``defended_gain``
-    (+``_adaptive``), ``similarity_score``, ``clear_similarity_score``, SROCC/PLCC/KROCC of
+    (+``_adaptive``; ``defended_gain_paired`` = the transfer gain on the images that have an adaptive
+    result), ``similarity_score``, ``clear_similarity_score``, SROCC/PLCC/KROCC of
     ground truth vs c/a/dc/da (sign-corrected), ``srocc_clear_vs_defended_clear``,
     ``mean_time``, and ``<score>_lo``/``<score>_hi`` for ``BOOT_SCORES``.
     """
@@ -331,7 +334,7 @@ def summarize(rows: pd.DataFrame, by: Iterable[str] = ("metric", "attack", "defe
         "both_defended_abs_gain", "both_defended_rel_gain",
         "robust_abs_gain_adaptive", "robust_rel_gain_adaptive",
         "both_defended_abs_gain_adaptive", "both_defended_rel_gain_adaptive",
-        "attack_gain", "defended_gain", "defended_gain_adaptive",
+        "attack_gain", "defended_gain", "defended_gain_adaptive", "defended_gain_paired",
         "similarity_score", "clear_similarity_score"]
     if len(rows) == 0:
         extra = ["n"] + cols + CORR_COLUMNS + ["mean_time"] \

@@ -56,6 +56,10 @@ class Store:
                 path TEXT, attacked REAL, attack_seconds REAL, grad_calls REAL, queries REAL,
                 linf REAL, run_id TEXT);
             CREATE INDEX IF NOT EXISTS rows_run ON rows(run_id);
+            CREATE TABLE IF NOT EXISTS probes (
+                key TEXT PRIMARY KEY, metric TEXT, defense TEXT, dataset TEXT, images REAL,
+                grad_norm REAL, grad_finite REAL, adaptive_grad_norm REAL, wrapper TEXT,
+                score_spread REAL, note TEXT, run_id TEXT);
         """)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
@@ -155,6 +159,23 @@ class Store:
                 "grad_calls", "queries", "linf", "run_id"]
         with self._transaction():
             self.db.executemany(f"INSERT OR REPLACE INTO adversarial VALUES ({','.join('?' * len(cols))})",
+                                [[_clean(r.get(c)) for c in cols] for r in records])
+
+    # -- honesty probes (gradient norms, randomness of the defended score) ------------------
+    _PROBE_COLS = ["key", "metric", "defense", "dataset", "images", "grad_norm", "grad_finite",
+                   "adaptive_grad_norm", "wrapper", "score_spread", "note", "run_id"]
+
+    def probes(self, keys: Iterable[str]) -> pd.DataFrame:
+        keys = list(keys)
+        frames = [pd.read_sql_query(f"SELECT * FROM probes WHERE key IN ({','.join('?' * len(keys[i:i + 900]))})",
+                                    self.db, params=keys[i:i + 900]) for i in range(0, len(keys), 900)]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self._PROBE_COLS)
+        return df.reindex(columns=self._PROBE_COLS)
+
+    def write_probes(self, records: list[dict[str, Any]]) -> None:
+        cols = self._PROBE_COLS
+        with self._transaction():
+            self.db.executemany(f"INSERT OR REPLACE INTO probes VALUES ({','.join('?' * len(cols))})",
                                 [[_clean(r.get(c)) for c in cols] for r in records])
 
     # -- plumbing ----------------------------------------------------------------------------

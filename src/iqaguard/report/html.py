@@ -35,6 +35,7 @@ SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = {
     "attacks": ("attacks", "number of attacks the worst case is taken over", None),
     "attack_gain": ("attack gain", "s·(attacked − clean)/R: how far the attack pushes the undefended score toward 'better'", None),
     "defended_gain": ("defended gain", "s·(defended-attacked − defended-clean)/R: what the attack still gains through the defense", "lower"),
+    "defended_gain_paired": ("defended gain (transfer, paired)", "the transfer defended gain on exactly the images that have an adaptive result: compare with the adaptive defended gain", "lower"),
     "robust_abs_gain": ("robust abs gain", "mean |clean − defended-attacked| / R, with bootstrap 95% CI", "lower"),
     "robust_rel_gain": ("robust rel gain", "mean |clean − defended-attacked| / |clean|", "lower"),
     "nonpurified_abs_gain": ("undefended abs gain", "mean |clean − attacked| / R: the attack without any defense", None),
@@ -61,6 +62,8 @@ SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = {
     "robust_abs_gain_worst": ("worst-case abs gain", "per image, the largest |clean − defended-attacked| / R over all attacks (adaptive included), averaged; 95% CI", "lower"),
     "robust_abs_gain_worst_nonadaptive": ("worst-case abs gain (non-adaptive)", "the same over non-adaptive attacks only", "lower"),
     "defended_gain_worst": ("worst-case defended gain", "per image, the largest defended gain over all attacks, averaged", "lower"),
+    "unreliable_cells": ("unreliable cells", "attacks against this defense whose result tripped an honesty flag and has no adaptive result", "lower"),
+    "adaptive_cells": ("adaptive cells", "attacks against this defense with an adaptive (BPDA/EOT/query) result, included in the worst case", None),
     "fidelity": ("fidelity", "score fidelity: 1 − mean robust abs gain over attacks", "higher"),
     "quality": ("quality", "image-quality preservation: mean clean similarity (SSIM + PSNR/40, clean vs defended-clean)", "higher"),
     "pareto": ("Pareto", "on the Pareto front: no other defense is better on both axes", None),
@@ -72,12 +75,16 @@ SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = {
 _ADAPTIVE = "_adaptive"  # suffix scores.py gives the adaptive (BPDA/EOT) version of a score
 
 # The columns the main summary table always shows (the study's scores); the rest go under "all scores".
-MAIN_SUMMARY = ["n", "attack_gain", "defended_gain", "robust_abs_gain", "robust_abs_gain_adaptive",
+MAIN_SUMMARY = ["n", "attack_gain", "defended_gain", "defended_gain_paired", "defended_gain_adaptive",
+                "robust_abs_gain", "robust_abs_gain_adaptive",
                 "nonpurified_abs_gain", "both_defended_abs_gain", "similarity_score", "clear_similarity_score",
                 "srocc_clear", "srocc_defended_clear", "srocc_defended_attacked", "plcc_defended_attacked",
                 "krocc_defended_attacked", "mean_time"]
+_OPTIONAL_MAIN = {"robust_abs_gain_adaptive", "defended_gain_adaptive", "defended_gain_paired"}  # hidden when empty
 TRADEOFF_COLUMNS = ["fidelity", "quality", "pareto", "rank_score", "rank"]
-COUNT_COLUMNS = {"n", "attacks", "rank"}  # shown as integers even when stored as floats
+COUNT_COLUMNS = {"n", "attacks", "rank", "unreliable_cells", "adaptive_cells"}
+# text columns shown after the keys (badges), not as scores
+TAG_COLUMNS = {"reliability": "status", "adaptive_wrapper": "adaptive wrapper", "flags": "flags"}  # shown as integers even when stored as floats
 DEFAULT_RANK_FORMULA = ("rank = order of rank_score = mean of the defense's fidelity rank and quality rank "
                         "within the metric (1 = best)")
 
@@ -156,7 +163,7 @@ def _cell(row: dict, col: str) -> dict:
 
 def _score_columns(df: pd.DataFrame, exclude: Iterable[str] = KEY_COLUMNS) -> list[str]:
     """Known score columns in legend order, then any other columns (CI bounds folded in)."""
-    cols = [c for c in df.columns if c not in set(exclude)]
+    cols = [c for c in df.columns if c not in set(exclude) and c not in TAG_COLUMNS]
     folded = {f"{c}_{s}" for c in cols for s in ("lo", "hi") if f"{c}_lo" in df.columns and f"{c}_hi" in df.columns}
     cols = [c for c in cols if c not in folded]
     order = {c: i for i, c in enumerate(SCORE_LEGEND)}
@@ -172,7 +179,7 @@ def _split_summary(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Main columns (the study's scores, in MAIN_SUMMARY order) and the rest that hold any data."""
     cols = _score_columns(summary)
     main = [c for c in MAIN_SUMMARY if c in cols
-            and not (c == "robust_abs_gain_adaptive" and summary[c].isna().all())]
+            and not (c in _OPTIONAL_MAIN and summary[c].isna().all())]
     extra = [c for c in cols if c not in main and not summary[c].isna().all()]
     return main, extra
 
@@ -184,11 +191,22 @@ def _header(col: str) -> dict:
 
 
 def _table(df: pd.DataFrame, keys: list[str], cols: list[str]) -> dict:
+    tags = [c for c in TAG_COLUMNS if c in df.columns and df[c].notna().any()]
     rows = []
     for r in df.to_dict("records"):  # keeps each column's type (ints stay ints)
         rows.append({"keys": [str(r[k]) if not _is_missing(r[k]) else NAN_TEXT for k in keys],
+                     "tags": [_tag(c, r.get(c)) for c in tags],
                      "cells": [_cell(r, c) for c in cols]})
-    return {"keys": keys, "headers": [_header(c) for c in cols], "rows": rows}
+    return {"keys": keys, "tags": [TAG_COLUMNS[c] for c in tags], "headers": [_header(c) for c in cols], "rows": rows}
+
+
+def _tag(col: str, v: Any) -> dict:
+    """A badge cell: reliability status, the adaptive wrapper, or the list of tripped flags."""
+    if _is_missing(v) or v == "":
+        return {"badges": [], "sort": ""}
+    names = [t for t in str(v).split(",") if t] if col == "flags" else [str(v)]
+    kind = {"reliability": "status", "flags": "flag"}.get(col, "wrapper")
+    return {"badges": [{"text": t, "cls": f"badge {kind} {kind}-{t}"} for t in names], "sort": str(v)}
 
 
 def _groups(df: pd.DataFrame, by: str = "metric") -> list[tuple[str, pd.DataFrame]]:
@@ -352,7 +370,7 @@ def _env() -> Environment:
 
 def render_report(results: pd.DataFrame | None, summary: pd.DataFrame, provenance: dict, out_dir: str | Path,
                   strips: list[dict] | None = None, two_axis: pd.DataFrame | None = None,
-                  worst: pd.DataFrame | None = None) -> Path:
+                  worst: pd.DataFrame | None = None, flags: pd.DataFrame | None = None) -> Path:
     """Write ``out_dir/index.html`` (self-contained) and return its path.
 
     `summary` has one row per (metric, attack, defense); any score column may be missing or
@@ -365,7 +383,7 @@ def render_report(results: pd.DataFrame | None, summary: pd.DataFrame, provenanc
         raise InputError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
     if results is not None and not isinstance(results, pd.DataFrame):
         raise InputError(f"results must be a pandas DataFrame or None, got {type(results).__name__}")
-    for name, df in (("two_axis", two_axis), ("worst", worst)):
+    for name, df in (("two_axis", two_axis), ("worst", worst), ("flags", flags)):
         if df is not None and not isinstance(df, pd.DataFrame):
             raise InputError(f"{name} must be a pandas DataFrame or None, got {type(df).__name__}")
     provenance = dict(provenance or {})
@@ -397,7 +415,18 @@ def render_report(results: pd.DataFrame | None, summary: pd.DataFrame, provenanc
         wcols = _score_columns(worst)
         worst_tables = [{"metric": m, "table": _table(g, wkeys, wcols)} for m, g in _groups(worst)]
 
+    from ..evaluation.flags import FLAGS, RELIABILITY
+
+    flag_rows = []
+    if flags is not None and len(flags):
+        for r in flags.to_dict("records"):
+            flag_rows.append({k: (NAN_TEXT if _is_missing(r.get(k)) else str(r.get(k)))
+                              for k in ("metric", "attack", "defense", "flag", "detail")})
+    shown = "reliability" in summary.columns or flags is not None
     html = _env().get_template("index.html.j2").render(
+        flag_rows=flag_rows,
+        flag_legend=list(FLAGS.items()) if shown else [],
+        status_legend=list(RELIABILITY.items()) if shown else [],
         title="iqaguard report",
         datasets=_datasets(results, provenance),
         counts=_counts(results, summary),
