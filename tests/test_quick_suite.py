@@ -4,6 +4,10 @@ import pytest
 import iqaguard as ig
 from iqaguard.registry import ATTACKS, DEFENSES, METRICS, canonical
 
+# the module fixture runs the quick suite (~4–5 min on an idle 2-core machine); its setup counts
+# toward the first test's timeout, so allow for a slower CI machine
+pytestmark = pytest.mark.timeout(1500)
+
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):

@@ -46,6 +46,15 @@ def test_ssim_rgb_matches_skimage():
     assert float(SSIM(channel="rgb")(d, x)) == pytest.approx(ref, abs=1e-5)
 
 
+def test_ssim_gray_matches_skimage_on_rgb2gray():
+    """channel='gray' is MATLAB rgb2gray (skimage.color.rgb2gray uses BT.709 weights, so the grey
+    image is formed here with MATLAB's weights and only the SSIM is skimage's)."""
+    d, x = _pair(64, 80)
+    w = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+    gray = lambda t: t[0].permute(1, 2, 0).double().numpy() @ w  # noqa: E731
+    assert float(SSIM(channel="gray")(d, x)) == pytest.approx(_sk(gray(d), gray(x)), abs=1e-5)
+
+
 def _matlab_box_downsample(a, f):
     """imfilter(a, ones(f)/f^2, 'symmetric', 'same'); a(1:f:end, 1:f:end) — written out in numpy."""
     c = (f + 1) // 2 - 1                        # MATLAB kernel centre floor((f+1)/2), 0-based
@@ -127,4 +136,4 @@ def test_ssim_too_small_and_bad_params():
     with pytest.raises(InputError, match="win_size"):
         SSIM(win_size=10)
     with pytest.raises(InputError, match="channel"):
-        MSSSIM(channel="gray")
+        MSSSIM(channel="lab")
