@@ -139,7 +139,9 @@ def test_bpda_recovers_the_gain_transfer_loses(metric, images):
     # measured: jpeg transfer 0.109, BPDA 0.143; color-quantization transfer 0.185, BPDA 0.221 (G 0.230)
     assert bj >= 0.5 * G and bq >= 0.8 * G
     assert bj >= 1.1 * tj and bq >= 1.1 * tq
-    assert tj <= 0.6 * G          # JPEG does take away about half the transfer attack's gain
+    # "most" read literally (> half of G): through JPEG q50 BPDA keeps 0.62·G, transfer 0.47·G —
+    # a thin margin on this metric (deterministic: no random start, JPEG is deterministic)
+    assert tj < 0.5 * G < bj
     # with 4 levels per channel the classic contrast appears: measured transfer 0.086 (0.37·G),
     # BPDA 0.250 (1.09·G)
     t4, b4 = out["color-quantization:npp=4"]
