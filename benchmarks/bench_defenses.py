@@ -8,10 +8,11 @@ Run: ``python benchmarks/bench_defenses.py``.
 """
 from __future__ import annotations
 
-import time
 
 import kornia
 import torch
+
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 import iqaguard as ig
 import torch.nn.functional as F
@@ -19,14 +20,6 @@ from iqaguard.defenses.purification.diffjpeg import diff_jpeg
 from iqaguard.metrics.psnr import PSNR
 
 
-def best(fn, repeat=3):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def unfold_median(x, k):

@@ -5,10 +5,11 @@ Run: ``python benchmarks/bench_metrics.py`` (best of ``--repeat`` runs; pyiqa ro
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+
+from _timing import best  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 from skimage.metrics import structural_similarity
 
 from iqaguard.images import rgb_to_y
@@ -16,14 +17,6 @@ from iqaguard.metrics.niqe import NIQE
 from iqaguard.metrics.ssim import SSIM
 
 
-def best(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main():

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adaptive import adaptive as make_adaptive
+from ..attacks.trainable import fit_or_load
 from ..errors import InputError
 from ..images import check_image, load_image, save_png
 from ..registry import ATTACKS, DEFENSES, METRICS, short_spec
@@ -251,10 +252,12 @@ class _Runner:
     def _adversarial(self, metric, m_spec, attack, a_spec, ids, x, ref):
         """Attacked batch: from the PNG cache when present, else computed, quantised and saved."""
         keys = [self.plan.attack_key(m_spec, a_spec, img) for img in ids]
-        return self._attack_cached(keys, metric, attack, m_spec, a_spec, ids, x, ref)
+        return self._attack_cached(keys, metric, lambda: attack, m_spec, a_spec, ids, x, ref)
 
-    def _attack_cached(self, keys, target, attack, m_spec, label, ids, x, ref, grad_cost: int = 1):
-        """Run ``attack`` on ``target`` for the images whose ``keys`` are not cached yet."""
+    def _attack_cached(self, keys, target, make_attack, m_spec, label, ids, x, ref, grad_cost: int = 1):
+        """Run the attack on ``target`` for the images whose ``keys`` are not cached yet.
+
+        ``make_attack()`` is called only then, so a fully cached batch never builds (or fits) it."""
         cached = self.store.adversarial(keys)
         adv_dir = self.out_dir / "adversarial"
         x_adv = torch.empty_like(x)
@@ -269,6 +272,7 @@ class _Runner:
         if missing:
             xs = x[missing]
             refs = None if ref is None else ref[missing]
+            attack = make_attack()
             torch.manual_seed(derive_seed(self.plan.seed, keys[missing[0]]))
             out = attack(target, xs, refs)
             out = attack.quantize(out, xs)
@@ -350,19 +354,19 @@ class _Runner:
             target.seeds = None
         cost = getattr(target, "grad_cost", 1)
         ck = (m_spec, a_spec, d_spec)
-        attack = self._adaptive_attacks.get(ck)
-        if attack is None:
-            if self.store.adversarial(keys).keys() >= set(keys) and all(
-                    (self.out_dir / "adversarial" / f"{k}.png").exists() for k in keys):
-                attack = None       # everything cached: no attack (and no fit) needed
-            else:
+
+        def make_attack():
+            attack = self._adaptive_attacks.get(ck)
+            if attack is None:
                 attack = ATTACKS.create(a_spec)
                 if plan.trainable.get(a_spec):
                     sub = hashlib.sha256(f"{d_spec}\x1f{tag}".encode()).hexdigest()[:12]
                     attack = self._fit(attack, target, self.out_dir / "trainable" / f"adaptive-{sub}")
                 self._adaptive_attacks[ck] = attack
+            return attack
+
         label = f"{a_spec} @ {d_spec} [{tag}]"
-        x_ad, _ = self._attack_cached(keys, target, attack, m_spec, label, ids, x, ref, grad_cost=cost)
+        x_ad, _ = self._attack_cached(keys, target, make_attack, m_spec, label, ids, x, ref, grad_cost=cost)
         return x_ad
 
     def _train_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -385,11 +389,6 @@ class _Runner:
         x, ref = self._train_batch()
         ref = ref if getattr(metric, "mode", "NR") == "FR" else None
         torch.manual_seed(derive_seed(self.plan.seed, "fit", canonical_or_name(attack), str(cache_dir.name)))
-        try:
-            from ..attacks.trainable import fit_or_load
-        except ImportError:  # pragma: no cover - the trainable API ships with the attacks
-            attack.fit(metric, x, ref)
-            return attack
         return fit_or_load(attack, metric, x, cache_dir, ref=ref)
 
     def _probe(self, metric, m_spec, defenses, done) -> None:
