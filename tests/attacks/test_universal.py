@@ -20,7 +20,7 @@ from torch import nn
 
 import iqaguard.attacks  # noqa: F401  (registers the attacks)
 from iqaguard.attacks.budgets import budget_params
-from iqaguard.attacks.trainable import fit_or_load, state_key, state_path
+from iqaguard.fitting import fit_or_load, state_key, state_path
 from iqaguard.attacks.universal import UAP_CLAMP, tile
 from iqaguard.data.bundled import load_content
 from iqaguard.errors import InputError

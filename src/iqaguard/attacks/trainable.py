@@ -2,10 +2,10 @@
 
 A trainable attack (a universal perturbation, a perturbation generator) learns its state from
 images *disjoint* from the ones it is evaluated on, as in the study (UAP and FACPA were trained on
-COCO/VOC and tested on KonIQ; reference/STUDY.md §2, §4). ``fit_or_load`` makes training a
-cache lookup: the state is saved as safetensors under a content key (attack training spec,
-metric spec and weights, package version, training images as 8-bit bytes), so a runner trains
-once per (attack, metric, training set) and every later call loads.
+COCO/VOC and tested on KonIQ; reference/STUDY.md §2, §4). ``iqaguard.fitting.fit_or_load`` (shared
+with trained defenses) makes training a cache lookup: the state is saved as safetensors under a
+content key (training spec, metric spec and weights, package version, training images as 8-bit
+bytes), so a runner trains once per (attack, metric, training set) and every later call loads.
 
 Parameters applied only at test time (``test_params``, e.g. the study's ``amplitude``) are left
 out of the key: one fit serves the low/medium/high presets, exactly as one trained UAP served
@@ -13,18 +13,12 @@ all the study's presets.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import os
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-from .._version import __version__
 from ..errors import InputError
+from ..fitting import fit_or_load, name_params, spec_of, state_key, state_path  # noqa: F401  (re-exported)
 from ..images import check_image, quantize_within
 from ..spec import format_spec
 from . import _checks as check
@@ -169,7 +163,7 @@ class TrainableAttack(Attack):
             p.grad = None
         stats.seconds = time.perf_counter() - start
         self.fit_stats = stats
-        self.fitted_on = _spec(metric)
+        self.fitted_on = spec_of(metric)
         self._fitted = True
         return self
 
@@ -207,118 +201,5 @@ class TrainableAttack(Attack):
     # -- identity -------------------------------------------------------------------------
     def training_spec(self) -> str:
         """Spec of everything that shapes the trained state (``test_params`` left out)."""
-        name, params = _name_params(self)
+        name, params = name_params(self)
         return format_spec(name, {k: v for k, v in params.items() if k not in self.test_params})
-
-
-# -- cache --------------------------------------------------------------------------------
-def _name_params(obj) -> tuple[str, dict[str, Any]]:
-    """Registry name and params, or (for an object built directly) its class and the attributes
-    named like its constructor's parameters."""
-    name = getattr(obj, "name", "") or f"{type(obj).__module__}.{type(obj).__qualname__}"
-    params = dict(getattr(obj, "params", {}) or {})
-    if not params:
-        try:
-            sig = inspect.signature(type(obj).__init__)
-        except (TypeError, ValueError):
-            sig = None
-        if sig is not None:
-            for k in sig.parameters:
-                if k != "self" and hasattr(obj, k):
-                    params[k] = getattr(obj, k)
-    params = {k: v for k, v in params.items()
-              if isinstance(v, (int, float, str, bool, tuple, list)) or v is None}
-    return name, params
-
-
-def _spec(obj) -> str:
-    name, params = _name_params(obj)
-    return format_spec(name, params)
-
-
-def _tensor_digest(h, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-
-def _images_digest(h, images: torch.Tensor) -> None:
-    q = torch.round(images.detach().cpu().clamp(0, 1) * 255.0).to(torch.uint8).contiguous()
-    h.update(f"{tuple(q.shape)}".encode())
-    h.update(q.numpy().tobytes())
-
-
-def state_key(attack: TrainableAttack, metric, images: torch.Tensor, ref: torch.Tensor | None = None) -> str:
-    """sha256 (hex) of what determines a trained state: the attack's training spec, the metric's
-    spec and weights, the package version and the training images (+ref) rounded to 8 bits."""
-    h = hashlib.sha256()
-    h.update(f"iqaguard-trainable-state/{STATE_FORMAT}\n".encode())
-    h.update(f"attack={attack.training_spec()}\n".encode())
-    h.update(f"metric={_spec(metric)}\n".encode())
-    h.update(f"version={__version__}\n".encode())
-    if hasattr(metric, "state_dict"):
-        for k, v in sorted(metric.state_dict().items()):
-            h.update(k.encode())
-            _tensor_digest(h, v)
-    h.update(b"images\n")
-    _images_digest(h, images)
-    if ref is not None:
-        h.update(b"ref\n")
-        _images_digest(h, ref)
-    return h.hexdigest()
-
-
-def state_path(attack: TrainableAttack, key: str, cache_dir: str | os.PathLike) -> Path:
-    name = (attack.name or type(attack).__name__).replace("/", "_").replace(":", "_")
-    return Path(cache_dir) / f"{name}-{key[:16]}.safetensors"
-
-
-def _say(log, msg: str) -> None:
-    if log is None:
-        return
-    (log.info if hasattr(log, "info") else log)(msg)
-
-
-def fit_or_load(attack: TrainableAttack, metric, images: torch.Tensor, cache_dir: str | os.PathLike,
-                ref: torch.Tensor | None = None, log: Callable[[str], Any] | None = None) -> TrainableAttack:
-    """Load ``attack``'s state from ``cache_dir`` when a state for this key exists, else fit and
-    save it atomically (temp file + ``os.replace``). A corrupt or mismatched file is refit.
-    ``log`` is a callable taking a message (or a ``logging.Logger``)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    if not getattr(attack, "trainable", False):
-        raise InputError(f"attack {getattr(attack, 'name', '')!r} is not trainable")
-    check_image(images, "images")
-    key = state_key(attack, metric, images, ref)
-    path = state_path(attack, key, cache_dir)
-    if path.is_file():
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("key") != key:
-                    raise InputError(f"key mismatch ({meta.get('key')!r})")
-                state = {k: f.get_tensor(k) for k in f.keys()}
-            attack.load_state_dict(state)
-            attack.fitted_on = meta.get("metric")
-            _say(log, f"{attack.name}: loaded trained state {path.name}")
-            return attack
-        except Exception as exc:  # corrupt, truncated or foreign file: train again
-            _say(log, f"{attack.name}: cached state {path.name} unusable ({exc}); refitting")
-    _say(log, f"{attack.name}: fitting on {images.shape[0]} images for {_spec(metric)}")
-    attack.fit(metric, images, ref)
-    _say(log, f"{attack.name}: fitted in {attack.fit_stats.seconds:.1f} s "
-              f"({attack.fit_stats.grad_calls} gradient steps)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"key": key, "attack": attack.training_spec(), "attack_full": _spec(attack),
-            "metric": _spec(metric), "version": __version__, "format": STATE_FORMAT,
-            "train_images": str(tuple(images.shape))}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in attack.state_dict().items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return attack

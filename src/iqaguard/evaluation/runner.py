@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adaptive import adaptive as make_adaptive
-from ..attacks.trainable import fit_or_load
+from ..fitting import fit_or_load
 from ..errors import InputError
 from ..images import check_image, load_image, save_png
 from ..registry import ATTACKS, DEFENSES, METRICS, short_spec
