@@ -89,8 +89,9 @@ def test_run_adaptive(tmp_path):
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     rows = pd.read_csv(out / "results.csv")
-    assert set(rows.adaptive_wrapper.dropna()) == {"bpda", "eot2"}
-    assert rows.defended_attacked_adaptive.notna().sum() == 4
+    # no-defense: the transfer attack already attacked exactly the undefended metric ("direct")
+    assert set(rows.adaptive_wrapper.dropna()) == {"bpda", "eot2", "direct"}
+    assert rows.defended_attacked_adaptive.notna().sum() == 6
     assert (out / "flags.csv").exists()
     assert_one_line_error(cli("run", "-d", "jpeg", "--adaptive", "median-blur", "--limit", "1"), "not among")
     # the report rebuilt from the store keeps the adaptive column and the flags

@@ -59,8 +59,15 @@ def list_datasets(pattern: str | None = None) -> list[str]:
     return DATASETS.names(pattern)
 
 
-def benchmark(metrics=None, attacks=None, defenses=None, dataset: str | None = None, **kwargs):
-    """Run a grid and return a ``Result`` (per-image rows and per-cell scores); see evaluation.runner."""
+def benchmark(metrics=None, attacks=None, defenses=None, dataset: str | None = None, report: bool = True,
+              **kwargs):
+    """Run a grid and return a ``Result`` (per-image rows and per-cell scores; see
+    evaluation.runner); with ``report`` also the HTML report, rendered from the store."""
     from .evaluation.runner import run_benchmark
 
-    return run_benchmark(metrics=metrics, attacks=attacks, defenses=defenses, dataset=dataset, **kwargs)
+    result = run_benchmark(metrics=metrics, attacks=attacks, defenses=defenses, dataset=dataset, **kwargs)
+    if report:
+        from .report.build import report_for_result
+
+        result.files["report"] = report_for_result(result)
+    return result

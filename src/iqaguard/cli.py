@@ -36,9 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--adaptive", nargs="?", const="all", metavar="DEFENSES",
-                     help="also run every attack through each defense (BPDA/EOT, or queries for black-box "
-                          "attacks); optionally a comma-separated list of defense specs (default: all)")
-    run.add_argument("--no-adaptive", action="store_true", help="no adaptive column (the quick suite has one)")
+                     help="the adaptive column (on by default for every defense): every attack run against the "
+                          "defended metric itself (direct, BPDA, EOT, or queries for black-box attacks); "
+                          "optionally only for a comma-separated list of defense specs")
+    run.add_argument("--no-adaptive", action="store_true",
+                     help="transfer attacks only, for speed: cells are labelled transfer-only, never reliable")
+    run.add_argument("--cert-eps", type=float, default=0.25, metavar="EPS",
+                     help="ℓ2 radius certified defenses certify (default 0.25)")
     run.add_argument("--wrapper", default="auto", choices=["auto", "bpda", "eot", "bpda+eot", "none"],
                      help="adaptive wrapper for white-box attacks (default auto: BPDA if not differentiable, "
                           "EOT if randomized)")
@@ -51,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report from a store")
     rep.add_argument("--store", default="iqaguard-out/iqaguard.db", metavar="FILE")
     rep.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the store's folder)")
+    rep.add_argument("--run", default=None, metavar="RUN_ID", help="which run of the store (default: the last)")
 
     sc = sub.add_parser("score", help="score one image with a metric")
     sc.add_argument("--metric", "-m", required=True, metavar="SPEC")
@@ -103,8 +108,6 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .evaluation.runner import run_benchmark
-
     data = dataset_spec(args.data) if args.data else None
     adaptive = None
     if args.no_adaptive:
@@ -113,11 +116,16 @@ def _cmd_run(args) -> int:
         adaptive = True
     elif args.adaptive:
         adaptive = _split_specs(args.adaptive)
-    result = run_benchmark(metrics=args.metric, attacks=args.attack, defenses=args.defense, dataset=data,
-                           limit=args.limit, store=args.store, out=args.out, seed=args.seed,
-                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
-                           adaptive=adaptive, wrapper=args.wrapper, eot_k=args.eot_k,
-                           adaptive_limit=args.adaptive_limit, train_images=args.train_images)
+    import iqaguard as ig
+
+    result = ig.benchmark(metrics=args.metric, attacks=args.attack, defenses=args.defense, dataset=data,
+                          limit=args.limit, store=args.store, out=args.out, seed=args.seed,
+                          device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+                          adaptive=adaptive, wrapper=args.wrapper, eot_k=args.eot_k,
+                          adaptive_limit=args.adaptive_limit, train_images=args.train_images,
+                          cert_eps=args.cert_eps)
+    if adaptive is False:
+        print("note: --no-adaptive: every defended cell is transfer-only (never labelled reliable)")
     print(f"cells: {result.computed} computed, {result.reused} reused, {result.errors} failed")
     for name, path in result.files.items():
         print(f"{name:8s} {path}")
@@ -134,9 +142,9 @@ def _split_specs(text: str) -> list[str]:
 
 
 def _cmd_report(args) -> int:
-    from .evaluation.runner import report_from_store
+    from .report import report_from_store
 
-    result = report_from_store(args.store, args.out)
+    result = report_from_store(args.store, args.out, run_id=args.run)
     for name, path in result.files.items():
         print(f"{name:8s} {path}")
     return 0

@@ -67,3 +67,75 @@ def test_schema_version_checked(tmp_path):
     db.close()
     with pytest.raises(InputError, match="schema version 99"):
         Store(p)
+
+
+# -- schema versions, foreign files (docs/design.md "Store") -------------------------------------
+FIXTURE = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "store-v1" / "iqaguard.db"
+
+
+def _digest(p):
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_store_from_landed_version_opens_and_is_upgraded(tmp_path):
+    """A store written by iqaguard 0.1.0 (schema 1, committed fixture) opens, is upgraded additively,
+    and keeps every row."""
+    import shutil
+
+    from iqaguard.evaluation.store import APPLICATION_ID, SCHEMA_VERSION
+
+    p = tmp_path / "v1.db"
+    shutil.copy(FIXTURE, p)
+    with Store(p, readonly=True) as st:          # read-only: nothing written
+        assert st.version == 1 and len(st.rows()) == 24
+    assert _digest(p) == _digest(FIXTURE)
+    with Store(p) as st:
+        assert st.version == SCHEMA_VERSION
+        rows = st.rows()
+        assert len(rows) == 24 and rows["clear"].notna().all() and rows["q_ssim_rgb_c_dc"].isna().all()
+        assert "migrated_to_2" in dict(st.db.execute("SELECT key, value FROM meta").fetchall())
+        assert st.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    with Store(p) as st:                          # reopening an upgraded store is a no-op
+        assert len(st.rows()) == 24
+
+
+def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "iqaguard.db"
+    db = sqlite3.connect(p)
+    db.execute("CREATE TABLE cells (key TEXT, value TEXT)")
+    db.execute("INSERT INTO cells VALUES ('a', 'b')")
+    db.commit()
+    db.close()
+    before = _digest(p)
+    with pytest.raises(InputError, match="did not create.*untouched"):
+        Store(p)
+    with pytest.raises(InputError, match="did not create"):
+        Store(p, readonly=True)
+    assert _digest(p) == before
+    tables = [r[0] for r in sqlite3.connect(p).execute("SELECT name FROM sqlite_master")]
+    assert tables == ["cells"]
+
+
+def test_future_schema_version_is_refused_naming_both(tmp_path):
+    from iqaguard.evaluation.store import SCHEMA_VERSION
+
+    p = tmp_path / "s.db"
+    with Store(p) as st:
+        st.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 5),))
+    before = _digest(p)
+    with pytest.raises(InputError, match=f"schema version {SCHEMA_VERSION + 5}.*up to {SCHEMA_VERSION}"):
+        Store(p)
+    assert _digest(p) == before
+
+
+def test_text_file_and_directory_are_refused(tmp_path):
+    p = tmp_path / "notes.db"
+    p.write_text("not a database\n" * 50)
+    before = _digest(p)
+    with pytest.raises(InputError, match="notes.db"):
+        Store(p)
+    assert _digest(p) == before
+    with pytest.raises(InputError, match="directory"):
+        Store(tmp_path)

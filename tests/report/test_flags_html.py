@@ -25,7 +25,7 @@ def test_flags_and_badges(tmp_path):
     assert 'class="badge wrapper wrapper-bpda"' in html
     assert html.count("badge flag flag-zero-gradient") >= 3           # legend, summary row, flags table
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html   # details are escaped
-    assert "defended gain (transfer, paired)" in html and "unreliable cells" in html
+    assert "defended gain (transfer, paired)" in html and "unverified cells" in html
 
 
 def test_no_flags_given(tmp_path):

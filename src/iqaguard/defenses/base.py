@@ -25,6 +25,10 @@ class Defense:
     family: str = "purification"   # "purification" | "training" | "certified"
     name: str = ""
     params: dict[str, Any] = {}
+    identity: bool = False         # True only for the no-defense baseline
+    # method card facts recorded in the store's methods table (shown by reports and the leaderboard)
+    paper: str = ""
+    weights_licence: str = ""
 
     def protect(self, metric: Metric) -> Metric:  # pragma: no cover
         raise NotImplementedError
@@ -37,6 +41,7 @@ class Purifier(Defense):
     differentiable: bool = True
     randomized: bool = False
     changes_size: bool = False
+    geometric: bool = False   # only re-indexes pixels (flip, crop, rotate): quality is judged after alignment
 
     def purify(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         check_image(x, "x")
@@ -84,6 +89,11 @@ class Purifier(Defense):
         geometry depends on a draw (``random-crop``) override it to apply one draw to both."""
         y = self.purify(x, seeds)
         return y, (None if ref is None else self.align_ref(ref, y))
+
+    def align(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """The clean image as the defense's geometry leaves it, for judging lost *detail* rather
+        than misalignment: a geometric purifier applies itself (same draw), the others nothing."""
+        return self.purify(x, seeds) if self.geometric else x
 
     def align_ref(self, ref: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
         """For FR metrics: bring the (trusted) reference to the purified image's size."""

@@ -24,6 +24,7 @@ BB_MARGIN = 0.005          # black-box gain must beat every white-box gain by th
 BUDGET_MIN_GROWTH = 0.02   # undefended gain must grow at least this much (× range) over the budgets
 BUDGET_FLAT = 0.1          # ... while the defended gain grows less than this fraction of it
 COLLAPSE = 1.0             # a mean |score deviation| of a whole range width = collapse
+GAP = 0.02                 # adaptive gain above the transfer gain (× range, same images) by more than this
 
 FLAGS: dict[str, str] = {
     "zero-gradient": "the attack objective's gradient through metric∘defense is zero, NaN or absent on the "
@@ -36,11 +37,15 @@ FLAGS: dict[str, str] = {
                       "stays flat: a bounded defense cannot hold at every budget, the attack is not adapting",
     "score-collapse": "the mean defended-score deviation reaches the whole score range: the metric "
                       "collapsed, larger budgets cannot show more",
+    "transfer-underestimates": "the adaptive attack (against the defended metric itself) gains more than the "
+                               "transfer attack on the same images: transfer results overstate this defense",
 }
 RELIABILITY = {
-    "reliable": "no flag tripped",
-    "unreliable": "a flag tripped and the cell has no adaptive result yet",
-    "adaptive-checked": "a flag tripped and the adaptive (BPDA/EOT/query) result is available: read that column",
+    "reliable": "the cell has an adaptive result and no flag tripped",
+    "adaptive-checked": "a flag tripped and the adaptive (direct/BPDA/EOT/query) result is available: read that "
+                        "column (the worst case and the ranking already include it)",
+    "transfer-only": "no adaptive result (run without --no-adaptive to get one): never labelled reliable",
+    "unreliable": "a flag tripped and the cell has no adaptive result",
 }
 
 
@@ -52,19 +57,41 @@ def probe_key(plan, metric: str, defense: str) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
 
 
-def _attack_info(specs) -> dict[str, dict[str, Any]]:
-    """white_box, budget and family (name + every parameter but eps) of each attack spec."""
+def _attack_info(specs, methods: pd.DataFrame | None = None) -> dict[str, dict[str, Any]]:
+    """white_box, budget and family (name + every parameter but the budget one) of each attack
+    spec: from the store's methods table when it has the attack, else by building the attack."""
     out = {}
+    known = {}
+    if methods is not None and len(methods):
+        known = {r["spec"]: r for r in methods[methods["kind"] == "attack"].to_dict("records")}
     for a in specs:
+        if a in known and isinstance(known[a].get("info"), str):
+            r = known[a]
+            out[a] = {"white_box": bool(r["white_box"]), "budget": float(r["budget_value"])
+                      if r["budget_value"] is not None else np.nan, "family": r["info"]}
+            continue
         try:
             obj = ATTACKS.create(a)
         except Exception:   # a spec from an older store that no longer builds: no family flags
             out[a] = {"white_box": True, "budget": np.nan, "family": a}
             continue
-        params = {k: v for k, v in (obj.params or {}).items() if k != "eps"}
-        out[a] = {"white_box": bool(getattr(obj, "white_box", True)), "budget": float(obj.budget),
-                  "family": f"{obj.name}:{sorted(params.items())}"}
+        out[a] = attack_budget_info(obj)
     return out
+
+
+def attack_budget_info(obj) -> dict[str, Any]:
+    """white_box, the value of the attack's ``budget_param`` (its ``budget`` when it declares
+    none) and its family: name + every other parameter, so budgets of one family compare."""
+    param = getattr(obj, "budget_param", None) or "eps"
+    params = dict(obj.params or {})
+    value = params.get(param, getattr(obj, "budget", np.nan))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = np.nan
+    rest = {k: v for k, v in params.items() if k != param}
+    return {"white_box": bool(getattr(obj, "white_box", True)), "budget": value, "budget_param": param,
+            "family": f"{obj.name}:{sorted(rest.items())}"}
 
 
 def _best(row) -> float:
@@ -73,9 +100,11 @@ def _best(row) -> float:
     return max(v) if v else np.nan
 
 
-def compute_flags(summary: pd.DataFrame, probes: pd.DataFrame, plan) -> pd.DataFrame:
+def compute_flags(summary: pd.DataFrame, probes: pd.DataFrame | None, methods: pd.DataFrame | None = None
+                  ) -> pd.DataFrame:
     """All flags of a run, one row per (metric, attack, defense, flag)."""
-    info = _attack_info(summary["attack"].unique())
+    info = _attack_info(summary["attack"].unique(), methods)
+    probes = probes if probes is not None else pd.DataFrame()
     out: list[dict[str, Any]] = []
     pr = {(r["metric"], r["defense"]): r for r in probes.to_dict("records")} if len(probes) else {}
 
@@ -131,6 +160,10 @@ def compute_flags(summary: pd.DataFrame, probes: pd.DataFrame, plan) -> pd.DataF
                 for r in fam:
                     add(m, r["attack"], d, "flat-in-budget", detail)
         for r in recs:
+            ga, gp = r.get("defended_gain_adaptive"), r.get("defended_gain_paired")
+            if ga is not None and gp is not None and np.isfinite(ga) and np.isfinite(gp) and ga - gp > GAP:
+                add(m, r["attack"], d, "transfer-underestimates",
+                    f"defended gain: adaptive {ga:.3g} vs transfer {gp:.3g} on the same images")
             dev = max(float(r.get("robust_abs_gain", np.nan)), float(r.get("robust_abs_gain_adaptive", np.nan) or np.nan))
             if np.isfinite(dev) and dev >= COLLAPSE:
                 add(m, r["attack"], d, "score-collapse", f"mean |clean − defended-attacked| = {dev:.3g}·R")
@@ -147,9 +180,11 @@ def annotate(summary: pd.DataFrame, flags: pd.DataFrame, rows: pd.DataFrame) -> 
     out = summary.drop(columns=["adaptive_wrapper", "flags", "reliability"], errors="ignore")
     out = out.merge(wr.reset_index(), on=keys, how="left") if len(wr) else out.assign(adaptive_wrapper=None)
     out = out.merge(fl.reset_index(), on=keys, how="left") if len(fl) else out.assign(flags=None)
-    has_adapt = out["robust_abs_gain_adaptive"].notna() if "robust_abs_gain_adaptive" in out else False
+    has_adapt = (out["robust_abs_gain_adaptive"].notna() if "robust_abs_gain_adaptive" in out
+                 else pd.Series(False, index=out.index))
     flagged = out["flags"].notna() & (out["flags"].astype(str) != "")
-    out["reliability"] = np.where(~flagged, "reliable", np.where(has_adapt, "adaptive-checked", "unreliable"))
+    out["reliability"] = np.where(has_adapt, np.where(flagged, "adaptive-checked", "reliable"),
+                                  np.where(flagged, "unreliable", "transfer-only"))
     return out
 
 
@@ -159,7 +194,7 @@ def annotate_worst(worst: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         return worst
     g = summary.groupby(["metric", "defense"])
     extra = pd.DataFrame({
-        "unreliable_cells": g["reliability"].agg(lambda v: int((v == "unreliable").sum())),
+        "unreliable_cells": g["reliability"].agg(lambda v: int(v.isin(["unreliable", "transfer-only"]).sum())),
         "adaptive_cells": g["robust_abs_gain_adaptive"].agg(lambda v: int(v.notna().sum())),
     }).reset_index()
     return worst.drop(columns=["unreliable_cells", "adaptive_cells"], errors="ignore").merge(

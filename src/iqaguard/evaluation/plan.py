@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .._version import __version__
-from ..adaptive import DEFAULT_EOT_K, WRAPPERS, resolved_wrapper
+from ..adaptive import DEFAULT_EOT_K, WRAPPERS
 from ..errors import InputError
 from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, canonical
 
@@ -27,14 +27,13 @@ QUICK = {
                  "upscale", "color-quantization", "random-noise"],
     "dataset": "bundled",
     "limit": 60,
-    # adaptive column (BPDA / EOT through the defense) for the cheap defenses; see docs/methods/scores.md
-    # Cost: an adaptive attack costs one attack per defense (EOT: k), so the quick suite runs it on
-    # the first 8 images only and with k = 4 draws; `iqaguard run --adaptive` does all images, k = 10.
-    "adaptive": ["jpeg:quality=50", "color-quantization", "random-noise"],
-    "adaptive_limit": 8,
+    # every defended cell gets its adaptive column (direct white-box, BPDA or EOT; docs/methods/scores.md);
+    # an adaptive attack costs one attack per defense (EOT: k), hence k = 4 draws in the quick suite
+    "adaptive": True,
     "eot_k": 4,
 }
 DEFAULT_TRAIN_IMAGES = 32
+DEFAULT_CERT_EPS = 0.25       # ℓ2 radius (pixels in [0,1]) certified by certified defenses
 
 CODE_VERSION = __version__
 
@@ -62,6 +61,10 @@ class Plan:
     wrappers: dict[str, str] = field(default_factory=dict)      # adaptive defense -> wrapper string
     train_items: list[Any] = field(default_factory=list, repr=False)
     adaptive_limit: int | None = None                            # adaptive column on the first N images only
+    families: dict[str, str] = field(default_factory=dict)      # defense spec -> family
+    trained: dict[str, bool] = field(default_factory=dict)      # defense spec -> fitted on the train split?
+    identity: dict[str, bool] = field(default_factory=dict)     # defense spec -> identity (no-defense)?
+    cert_eps: float = DEFAULT_CERT_EPS
 
     def adaptive_tag(self, attack: str, defense: str, image: str | None = None) -> str:
         """The wrapper recorded for the adaptive column of (attack, defense[, image]); "" = none."""
@@ -77,9 +80,19 @@ class Plan:
     def _train_tag(self, attack: str) -> str:
         return _hash("train", *[it.id for it in self.train_items]) if self.trainable.get(attack) else ""
 
+    def _defense_tag(self, defense: str) -> str:
+        """What else shapes a defense's result: its training split, the certified radius."""
+        parts = []
+        if self.trained.get(defense):
+            parts.append(_hash("train", *[it.id for it in self.train_items]))
+        if self.families.get(defense) == "certified":
+            parts.append(f"cert_eps={self.cert_eps!r}")
+        return "|".join(parts)
+
     def cell_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         # extra parts only when present, so keys of non-adaptive, non-trainable cells never change
-        extra = [p for p in (self.adaptive_tag(attack, defense, image), self._train_tag(attack)) if p]
+        extra = [p for p in (self.adaptive_tag(attack, defense, image), self._train_tag(attack),
+                             self._defense_tag(defense)) if p]
         return _hash("cell", metric, attack, defense, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def attack_key(self, metric: str, attack: str, image: str) -> str:
@@ -89,7 +102,7 @@ class Plan:
 
     def adaptive_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         """Key of an adaptive adversarial image: one per (metric, attack, defense, wrapper, image)."""
-        extra = [p for p in (self._train_tag(attack),) if p]
+        extra = [p for p in (self._train_tag(attack), self._defense_tag(defense)) if p]
         return _hash("adv-adaptive", metric, attack, defense, self.adaptive_tag(attack, defense),
                      self.dataset, image, self.seed, CODE_VERSION, *extra)
 
@@ -108,8 +121,9 @@ class Plan:
                 "dataset": self.dataset, "limit": self.limit, "seed": self.seed,
                 "images": len(self.image_ids), "code_version": CODE_VERSION,
                 "adaptive": self.adaptive, "wrapper": self.wrapper, "eot_k": self.eot_k,
-                "adaptive_limit": self.adaptive_limit,
-                **({"train_images": len(self.train_items)} if any(self.trainable.values()) else {}),
+                "adaptive_limit": self.adaptive_limit, "cert_eps": self.cert_eps,
+                **({"train_images": len(self.train_items)}
+                   if any(self.trainable.values()) or any(self.trained.values()) else {}),
                 **self.extra}
 
 
@@ -134,7 +148,7 @@ def _adaptive_defenses(adaptive, defenses: list[str], objs: dict) -> list[str]:
     if adaptive is None or adaptive is False:
         return []
     if adaptive is True:
-        return [d for d in defenses if objs[d].name != "no-defense"]
+        return [d for d in defenses if not getattr(objs[d], "identity", False)]
     if isinstance(adaptive, str):
         adaptive = [adaptive]
     out = []
@@ -142,9 +156,15 @@ def _adaptive_defenses(adaptive, defenses: list[str], objs: dict) -> list[str]:
         c = canonical(DEFENSES.create(spec))
         if c not in defenses:
             raise InputError(f"adaptive defense {spec!r} is not among the run's defenses")
-        if objs[c].name != "no-defense" and c not in out:
+        if not getattr(objs[c], "identity", False) and c not in out:
             out.append(c)
     return out
+
+
+@dataclass
+class _Cfg:
+    wrapper: str
+    eot_k: int
 
 
 def train_split(full, evaluated: Sequence[str], n: int) -> list[Any]:
@@ -163,14 +183,18 @@ def train_split(full, evaluated: Sequence[str], n: int) -> list[Any]:
 def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = None,
               limit: int | None = None, seed: int = 0, adaptive=None, wrapper: str = "auto",
               eot_k: int | None = None, train_images: int = DEFAULT_TRAIN_IMAGES,
-              adaptive_limit: int | None = None) -> tuple[Plan, Any]:
+              adaptive_limit: int | None = None, cert_eps: float = DEFAULT_CERT_EPS) -> tuple[Plan, Any]:
     """Validate and canonicalise a spec; returns the plan and the (subset) dataset object.
 
-    ``adaptive``: None (the quick suite's default list when no method is given, else none), True
-    (every defense but ``no-defense``) or a list of defense specs; ``wrapper``/``eot_k`` configure
-    it (see iqaguard.adaptive; ``eot_k`` None = 10, or the quick suite's 4); ``adaptive_limit``: the
-    adaptive column only on the first N images. ``train_images``: training split of trainable attacks.
+    ``adaptive``: None or True (the default: every defense but ``no-defense`` gets the adaptive
+    column), False (transfer only: cells are labelled ``transfer-only``) or a list of defense
+    specs; ``wrapper``/``eot_k`` configure it (see iqaguard.adaptive; ``eot_k`` None = 10, or the
+    quick suite's 4); ``adaptive_limit``: the adaptive column only on the first N images.
+    ``train_images``: training split of trainable attacks and trained defenses. ``cert_eps``: the
+    ℓ2 radius certified defenses certify.
     """
+    from .families import FAMILIES, family_of
+
     quick = metrics is None and attacks is None and defenses is None and dataset is None
     metrics = QUICK["metrics"] if metrics is None else metrics
     attacks = QUICK["attacks"] if attacks is None else attacks
@@ -178,9 +202,9 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
     dataset = QUICK["dataset"] if dataset is None else dataset
     if limit is None and quick:
         limit = QUICK["limit"]
-    if adaptive is None and quick:
-        adaptive = QUICK["adaptive"]
-        adaptive_limit = QUICK["adaptive_limit"] if adaptive_limit is None else adaptive_limit
+    if adaptive is None:
+        adaptive = True
+    if quick:
         eot_k = QUICK["eot_k"] if eot_k is None else eot_k
     eot_k = DEFAULT_EOT_K if eot_k is None else eot_k
     if adaptive_limit is not None and (not isinstance(adaptive_limit, int) or isinstance(adaptive_limit, bool)
@@ -199,10 +223,12 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
     a = _canon(ATTACKS, attacks, "attacks", a_objs)
     d = _canon(DEFENSES, defenses, "defenses", d_objs)
     adapt = _adaptive_defenses(adaptive, d, d_objs)
+    if not isinstance(cert_eps, (int, float)) or isinstance(cert_eps, bool) or not 0 < cert_eps < 1e3:
+        raise InputError(f"cert_eps must be a positive ℓ2 radius, got {cert_eps!r}")
+    fams = {spec: family_of(obj).name for spec, obj in d_objs.items()}
     for spec in adapt:
-        if not hasattr(d_objs[spec], "purify_pair"):
-            raise InputError(f"adaptive evaluation of {spec!r}: only purification defenses are run by the grid")
-        if wrapper in ("eot", "none") and not getattr(d_objs[spec], "differentiable", True):
+        if fams[spec] == "purification" and wrapper in ("eot", "none") \
+                and not getattr(d_objs[spec], "differentiable", True):
             raise InputError(f"wrapper {wrapper!r} cannot differentiate {spec!r} (not differentiable): "
                              f"use 'auto', 'bpda' or 'bpda+eot'")
     full = DATASETS.create(dataset)
@@ -212,18 +238,21 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
         raise InputError(f"dataset {dataset!r} has no images")
     ids = [it.id for it in ds_obj.items]
     trainable = {s: bool(getattr(o, "trainable", False)) for s, o in a_objs.items()}
+    trained = {s: bool(getattr(o, "trainable", False)) for s, o in d_objs.items()}
     train = []
-    if any(trainable.values()):
+    if any(trainable.values()) or any(trained.values()):
         train = train_split(full, ids, train_images)
         if not train:
-            names = ", ".join(s for s, t in trainable.items() if t)
-            raise InputError(f"trainable attack(s) {names} need training images disjoint from the evaluated ones, "
+            names = ", ".join([s for s, t in trainable.items() if t] + [s for s, t in trained.items() if t])
+            raise InputError(f"{names} need training images disjoint from the evaluated ones, "
                              f"but all {len(full)} images of {dataset!r} are evaluated: lower --limit")
     plan = Plan(m, a, d, ds_spec, ids, seed, limit,
                 extra={"suite": "quick" if quick else "custom"},
                 adaptive=adapt, wrapper=wrapper, eot_k=eot_k, train_images=train_images,
                 white_box={s: bool(getattr(o, "white_box", True)) for s, o in a_objs.items()},
                 trainable=trainable,
-                wrappers={s: resolved_wrapper(d_objs[s], wrapper, eot_k) for s in adapt},
-                train_items=train, adaptive_limit=adaptive_limit if adapt else None)
+                wrappers={s: FAMILIES[fams[s]].wrapper(d_objs[s], _Cfg(wrapper, eot_k)) for s in adapt},
+                train_items=train, adaptive_limit=adaptive_limit if adapt else None,
+                families=fams, trained=trained, cert_eps=float(cert_eps),
+                identity={s: bool(getattr(o, "identity", False)) for s, o in d_objs.items()})
     return plan, ds_obj

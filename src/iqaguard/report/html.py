@@ -62,7 +62,7 @@ SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = {
     "robust_abs_gain_worst": ("worst-case abs gain", "per image, the largest |clean − defended-attacked| / R over all attacks (adaptive included), averaged; 95% CI", "lower"),
     "robust_abs_gain_worst_nonadaptive": ("worst-case abs gain (non-adaptive)", "the same over non-adaptive attacks only", "lower"),
     "defended_gain_worst": ("worst-case defended gain", "per image, the largest defended gain over all attacks, averaged", "lower"),
-    "unreliable_cells": ("unreliable cells", "attacks against this defense whose result tripped an honesty flag and has no adaptive result", "lower"),
+    "unreliable_cells": ("unverified cells", "attacks against this defense without an adaptive result (transfer-only or unreliable)", "lower"),
     "adaptive_cells": ("adaptive cells", "attacks against this defense with an adaptive (BPDA/EOT/query) result, included in the worst case", None),
     "fidelity": ("fidelity", "score fidelity: 1 − mean robust abs gain over attacks", "higher"),
     "quality": ("quality", "image-quality preservation: mean clean similarity (SSIM + PSNR/40, clean vs defended-clean)", "higher"),

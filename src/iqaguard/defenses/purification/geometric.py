@@ -26,6 +26,8 @@ class Flip(Purifier):
     alignment both break); it also means an orientation-sensitive metric changes its clean score.
     """
 
+    geometric = True
+
     differentiable = True
 
     def transform(self, x, gens):
@@ -44,6 +46,8 @@ class RandomCrop(Purifier):
     FR metrics: the reference must get the *same* crop, so ``purify_pair`` draws the boxes once
     and cuts both images; ``align_ref`` alone cannot know the box and refuses a size mismatch.
     """
+
+    geometric = True
 
     differentiable = True   # a linear selection of pixels for a given draw
     randomized = True
@@ -99,6 +103,8 @@ class RandomRotate(Purifier):
     for an attacker averaging over draws. ``estimate_forward`` therefore uses the same rotation
     (same draws) with bilinear sampling, a smooth surrogate for BPDA/EOT.
     """
+
+    geometric = True
 
     differentiable = True
     randomized = True

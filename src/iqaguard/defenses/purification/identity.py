@@ -10,6 +10,7 @@ class NoDefense(Purifier):
     """Returns the image unchanged (the study's ``no-defence``)."""
 
     differentiable = True
+    identity = True     # its adaptive column is the transfer one: the attack already saw this metric
 
     def __init__(self):
         pass
