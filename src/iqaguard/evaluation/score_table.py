@@ -41,7 +41,7 @@ class Score:
     ci: bool = False                   # gets <name>_lo / <name>_hi (95% paired image bootstrap)
     study: bool = False                # computed as the reference study does
     main: bool = False                 # shown in the report's main summary table
-    added_by: str = "scores"           # module that fills the column: scores | flags | report
+    added_by: str = "scores"           # who fills the column: "scores" (scores.py) or the module downstream
 
 
 S, W, T = ("summary",), ("worst",), ("two_axis",)
@@ -84,24 +84,24 @@ SCORES: tuple[Score, ...] = (
           "score fidelity: 1 − worst-case score error (adaptive included)", "higher", ci=True),
     # ---------------------------------------------------------------- study gains
     Score("robust_abs_gain", S, "robust abs gain", _MEAN + "|c − da| / R",
-          "|clean − defended-attacked| / R (study; mixes the defense's bias with the attack)", "lower",
+          "|clean − defended-attacked| / R; mixes the defense's bias with the attack", "lower",
           ci=True, study=True, main=True),
     Score("robust_abs_gain_adaptive", S, "robust abs gain (adaptive)", _MEAN + "|c − dad| / R",
           "robust abs gain against the adaptive attack", "lower", ci=True, main=True),
     Score("robust_rel_gain", S, "robust rel gain", _MEAN + "|c − da| / (|c| + 1e-6)",
-          "|clean − defended-attacked| / |clean| (study)", "lower", study=True),
+          "|clean − defended-attacked| / |clean|", "lower", study=True),
     Score("robust_rel_gain_adaptive", S, "robust rel gain (adaptive)", _MEAN + "|c − dad| / (|c| + 1e-6)",
           "robust rel gain against the adaptive attack", "lower"),
     Score("nonpurified_abs_gain", S, "undefended abs gain", _MEAN + "|c − a| / R",
-          "|clean − attacked| / R: the attack without any defense (study)", ci=True, study=True, main=True),
+          "|clean − attacked| / R: the attack without any defense", ci=True, study=True, main=True),
     Score("nonpurified_rel_gain", S, "undefended rel gain", _MEAN + "|c − a| / (|c| + 1e-6)",
-          "|clean − attacked| / |clean| (study)", study=True),
+          "|clean − attacked| / |clean|", study=True),
     Score("both_defended_abs_gain", S, "both-defended abs gain", _MEAN + "|dc − da| / R",
-          "|defended-clean − defended-attacked| / R (study)", "lower", study=True, main=True),
+          "|defended-clean − defended-attacked| / R", "lower", study=True, main=True),
     Score("both_defended_abs_gain_adaptive", S, "both-defended abs gain (adaptive)", _MEAN + "|dc − dad| / R",
           "both-defended abs gain against the adaptive attack", "lower"),
     Score("both_defended_rel_gain", S, "both-defended rel gain", _MEAN + "|dc − da| / (|dc| + 1e-6)",
-          "|defended-clean − defended-attacked| / |defended-clean| (study)", "lower", study=True),
+          "|defended-clean − defended-attacked| / |defended-clean|", "lower", study=True),
     Score("both_defended_rel_gain_adaptive", S, "both-defended rel gain (adaptive)",
           _MEAN + "|dc − dad| / (|dc| + 1e-6)", "both-defended rel gain against the adaptive attack", "lower"),
     Score("robust_abs_gain_worst", W, "worst-case abs gain",
@@ -121,11 +121,11 @@ SCORES: tuple[Score, ...] = (
           "the transfer movement on exactly the images with an adaptive result", "lower", main=True),
     # ---------------------------------------------------------------- quality preservation
     Score("similarity_score", S, "similarity", _MEAN + "SSIM_rgb(c, da) + min(PSNR_rgb(c, da), 100) / 40",
-          "RGB SSIM + PSNR/40 between the clean and the defended-attacked image (study)", "higher",
+          "RGB SSIM + PSNR/40 between the clean and the defended-attacked image", "higher",
           P, ci=True, study=True, main=True),
     Score("clear_similarity_score", S + W, "clean similarity",
           _MEAN + "SSIM_rgb(c, dc) + min(PSNR_rgb(c, dc), 100) / 40",
-          "RGB SSIM + PSNR/40 between the clean and the defended-clean image (study)", "higher",
+          "RGB SSIM + PSNR/40 between the clean and the defended-clean image", "higher",
           P, ci=True, study=True, main=True),
     Score("similarity_score_luma", S, "similarity (luma)", _MEAN + "SSIM_Y(c, da) + min(PSNR_Y(c, da), 100) / 40",
           "luma SSIM (Gaussian window) + luma PSNR/40, clean vs defended-attacked", "higher", P),
@@ -141,7 +141,7 @@ SCORES: tuple[Score, ...] = (
           "quality preservation: clean-vs-defended-clean similarity", "higher"),
     Score("quality_cost", T, "quality cost", "3.5 − quality", "similarity lost by defending (0 = lossless)",
           "lower"),
-    Score("quality_note", T, "quality note", "'measured' or 'image untouched (lossless)'",
+    Score("quality_note", T, "quality note", "'measured', 'not measured' or 'image untouched (lossless)'",
           "where the quality value comes from"),
     # ---------------------------------------------------------------- correlations (study)
     *(Score(f"{k}_{t}", S, f"{k.upper()} {lab}",
@@ -154,7 +154,7 @@ SCORES: tuple[Score, ...] = (
                                 ("defended_attacked", "da", "def. attacked", "defended-attacked"))),
     Score("srocc_clear_vs_defended_clear", S + W, "SROCC(c, dc)",
           "Spearman of c vs dc within each cell (worst: weighted over attacks)",
-          "how well the defense keeps the metric's ranking of clean images (study)", "higher", study=True),
+          "how well the defense keeps the metric's ranking of clean images", "higher", study=True),
     # ---------------------------------------------------------------- certified
     Score("cert_width", S, "certificate width", _MEAN + "(cert_hi − cert_lo) / R, non-abstained rows",
           "width of the certified score interval", "lower", C),
@@ -173,11 +173,11 @@ SCORES: tuple[Score, ...] = (
     # ---------------------------------------------------------------- added downstream
     Score("unreliable_cells", W, "unreliable cells", "count of cells with a flag and no adaptive result",
           "attacks against this defense that tripped an honesty flag without an adaptive result", "lower",
-          added_by="flags"),
+          added_by="evaluation/flags.py"),
     Score("adaptive_cells", W, "adaptive cells", "count of cells with an adaptive result",
-          "attacks against this defense with an adaptive (BPDA/EOT/query) result", added_by="flags"),
+          "attacks against this defense with an adaptive (BPDA/EOT/query) result", added_by="evaluation/flags.py"),
     Score("robust_abs_gain_mean", W, "mean abs gain", "mean over attacks of robust_abs_gain",
-          "study robust abs gain averaged over attacks", "lower", added_by="report"),
+          "study robust abs gain averaged over attacks", "lower", added_by="report/html.py"),
     Score("pareto", T, "Pareto", "no other defense of the metric has fidelity ≥ and quality ≥, one strictly",
           "on the Pareto front of fidelity and quality"),
     Score("fidelity_rank", T, "fidelity rank", "rank of fidelity within the metric (1 = best, ties averaged)",
@@ -207,7 +207,7 @@ def ci_columns(frame: str) -> list[str]:
 
 def legend() -> dict[str, tuple[str, str, str | None]]:
     """name -> (label, one-line meaning, better direction), in table order."""
-    return {s.name: (s.label, s.legend, s.better) for s in SCORES}
+    return {s.name: (s.label, s.legend + (" (study)" if s.study else ""), s.better) for s in SCORES}
 
 
 def main_summary() -> list[str]:
@@ -227,15 +227,14 @@ def render_markdown() -> str:
     out = ["<!-- generated by `python -m iqaguard.evaluation.score_table`; edit score_table.py, not this block -->"]
     for frame in FRAMES:
         out += ["", f"#### {titles[frame]}", "",
-                "| column | formula | better | families | CI | meaning |", "|---|---|---|---|---|---|"]
+                "| column | formula | better | families | CI | source | meaning |", "|---|---|---|---|---|---|---|"]
         for s in SCORES:
             if frame not in s.frames:
                 continue
             fam = "all" if s.families == ALL else ", ".join(s.families)
-            tags = [t for t, on in (("study", s.study), (f"added by {s.added_by}", s.added_by != "scores")) if on]
-            meaning = s.legend + (f" ({'; '.join(tags)})" if tags else "")
+            source = ("study" if s.study else "ext") + (f", added by {s.added_by}" if s.added_by != "scores" else "")
             out.append(f"| `{s.name}` | {_md(s.formula)} | {s.better or '–'} | {fam} | "
-                       f"{'yes' if s.ci else ''} | {_md(meaning)} |")
+                       f"{'yes' if s.ci else ''} | {source} | {_md(s.legend)} |")
     return "\n".join(out) + "\n"
 
 
