@@ -405,10 +405,9 @@ def _empty(by: list[str], frame: str) -> pd.DataFrame:
 
 
 def _group_family(rows: pd.DataFrame, gid: np.ndarray, ngroups: int) -> np.ndarray:
-    fam = _family(rows).to_numpy(dtype=object)
-    out = np.full(ngroups, DEFAULT_FAMILY, dtype=object)
-    out[gid[::-1]] = fam[::-1]                     # the first row's family of each group
-    return out
+    """The family of each group's first row (a defense has one family)."""
+    first = _family(rows).reset_index(drop=True).groupby(gid).first()
+    return first.reindex(range(ngroups), fill_value=DEFAULT_FAMILY).to_numpy(dtype=object)
 
 
 def summarize(rows: pd.DataFrame, by: Iterable[str] = ("metric", "attack", "defense"),
