@@ -43,8 +43,8 @@ BOOT_SCORES = score_table.ci_columns("summary")
 """Summary scores that get ``<score>_lo`` / ``<score>_hi`` percentile-bootstrap columns."""
 WORST_BOOT_SCORES = score_table.ci_columns("worst")
 _CORR_TARGETS = ("clear", "attacked", "defended_clear", "defended_attacked")
-CORR_COLUMNS = [f"{k}_{n}" for k in ("srocc", "plcc", "krocc") for n in _CORR_TARGETS] \
-    + ["srocc_clear_vs_defended_clear"]
+CORR_COLUMNS = [n for n in score_table.columns("summary") if n.startswith(("srocc_", "plcc_", "krocc_"))]
+"""The correlation columns of the score table (``_correlations`` fills exactly these)."""
 UNTOUCHED_FAMILIES = ("training", "certified")
 """Families whose defense leaves the image untouched: their quality cost is nil (quality 3.5)."""
 DEFAULT_FAMILY = "purification"
