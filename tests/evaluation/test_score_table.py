@@ -79,3 +79,15 @@ def test_cli_rewrites_a_stale_block(tmp_path):
     assert text.startswith("intro\n") and text.endswith("\nafter\n") and "old table" not in text
     assert score_table.doc_block(doc) == score_table.render_markdown()
     assert score_table.update_doc(doc) is False           # idempotent
+
+
+def test_report_renders_the_three_frames(tmp_path):
+    from iqaguard.report import render_report
+
+    rows = _rows()
+    rows.loc[rows.defense == "D2", "family"] = "training"
+    summary, worst = summarize(rows, n_boot=10), worst_case(rows, n_boot=10)
+    html = render_report(None, summary, {}, tmp_path, two_axis=two_axis(worst), worst=worst).read_text()
+    for label in ("score error", "bias", "movement (adaptive)", "quality cost", "image untouched (lossless)",
+                  "badge wrapper wrapper-training"):
+        assert label in html, label
