@@ -18,7 +18,7 @@ def make_summary() -> pd.DataFrame:
             for di, d in enumerate(DEFENSES):
                 g = 0.12345 + 0.1 * di + 0.01 * ai
                 rows.append(dict(
-                    metric=m, attack=a, defense=d, n=8, attack_gain=0.6 + 0.01 * mi, defended_gain=g / 2,
+                    metric=m, attack=a, defense=d, n=8, attack_gain=0.6 + 0.01 * mi, movement_transfer=g / 2,
                     robust_abs_gain=g, robust_abs_gain_lo=g - 0.02, robust_abs_gain_hi=g + 0.03,
                     nonpurified_abs_gain=0.55, both_defended_abs_gain=np.nan if di == 1 else 0.2,
                     similarity_score=1.5 - 0.1 * di, clear_similarity_score=[1.3, 1.2, 1.6][di] + 0.05 * mi,

@@ -8,8 +8,8 @@ from iqaguard.report import render_report
 def test_flags_and_badges(tmp_path):
     summary = pd.DataFrame({
         "metric": ["m", "m"], "attack": ["pgd", "pgd"], "defense": ["jpeg", "blur"],
-        "n": [3, 3], "defended_gain": [0.05, 0.1], "defended_gain_paired": [0.05, float("nan")],
-        "defended_gain_adaptive": [0.2, float("nan")], "robust_abs_gain": [0.1, 0.2],
+        "n": [3, 3], "movement_transfer": [0.05, 0.1], "defended_gain_paired": [0.05, float("nan")],
+        "movement_adaptive": [0.2, float("nan")], "robust_abs_gain": [0.1, 0.2],
         "robust_abs_gain_adaptive": [0.25, float("nan")],
         "adaptive_wrapper": ["bpda", None], "flags": ["zero-gradient,randomized-score", None],
         "reliability": ["adaptive-checked", "reliable"]})
@@ -21,11 +21,12 @@ def test_flags_and_badges(tmp_path):
     assert 'id="flags"' in html and 'href="#flags"' in html
     for name in list(FLAGS) + list(RELIABILITY):
         assert f"flag-{name}" in html or f"status-{name}" in html
-    assert html.count('class="badge status status-adaptive-checked"') == 2     # legend + the jpeg row
+    # legend + the jpeg row of the main table (every column here is a main one: no "all scores" table)
+    assert html.count('class="badge status status-adaptive-checked"') == 2
     assert 'class="badge wrapper wrapper-bpda"' in html
     assert html.count("badge flag flag-zero-gradient") >= 3           # legend, summary row, flags table
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html   # details are escaped
-    assert "defended gain (transfer, paired)" in html and "unverified cells" in html
+    assert "movement (transfer, paired)" in html and "unverified cells" in html
 
 
 def test_no_flags_given(tmp_path):

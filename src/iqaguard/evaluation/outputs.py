@@ -71,7 +71,7 @@ def collect(st: Store, run_id: str | None, out_dir: str | Path | None = None) ->
     flags = compute_flags(summary, probes, methods) if len(summary) else pd.DataFrame(columns=FLAG_COLUMNS)
     summary = annotate(summary, flags, rows) if len(summary) else summary
     worst = annotate_worst(worst, summary) if len(worst) else worst
-    two = scores.two_axis(summary) if len(summary) else pd.DataFrame()
+    two = scores.two_axis(worst) if len(worst) else pd.DataFrame()
     errors = st.errors(keys=list(st.run_cells(run["run_id"])["cell"])) \
         if st.run_cells(run["run_id"]) is not None else st.errors()
     out = Outputs(rows, summary, worst, two, flags, run, methods, errors)

@@ -1,12 +1,22 @@
 """Aggregate scores: from per-image rows (``rows.py``) to one row per cell, worst case, two axes.
 
-Formulas follow the reference study (STUDY.md §5 "Scores") plus the extensions documented in
-``docs/methods/scores.md``: signed direction-aware gains, PLCC/KROCC, bootstrap CIs, the
-per-image worst case over attacks, and the fidelity/quality summary with its Pareto front.
+Every output column, its formula, direction and the defense families it applies to is listed once
+in ``score_table.py``; this module computes them and takes its column lists and order from there.
+Formulas follow the reference study (msu-video-group/adversarial-defenses-for-iqa) for the study
+columns, plus the extensions of ``docs/methods/scores.md``, chiefly the honest robustness axis:
+
+    bias      = |c − dc| / R                      the defense's own shift of the clean score
+    movement  = s·(da − dc) / R, s·(dad − dc) / R how far the transfer / adaptive attack moves the
+                                                   defended score toward its goal (s = −1: lower-better)
+    error     = bias + max(worst movement, 0)     per image, worst over attacks and transfer/adaptive
+    fidelity  = 1 − clip(mean error, 0, 1)
+
+A defense that shifts every score by a constant k pays |k|/R in bias and cannot cancel the attack's
+movement, whereas the study's |c − da| can be lowered by such a shift.
 
 Everything is vectorised over rows: means are group sums, correlations are group moments (ranks
-for SROCC, pairwise signs for KROCC), and bootstrap resamples are a count matrix times per-image
-sums, so no Python loop runs per resample or per row.
+for SROCC, pairwise signs for KROCC), per-image worst cases are pandas group maxima, and bootstrap
+resamples are a count matrix times per-image sums, so no Python loop runs per resample or per row.
 """
 from __future__ import annotations
 
@@ -18,27 +28,37 @@ import pandas as pd
 from scipy import stats
 
 from iqaguard.errors import InputError
+from iqaguard.evaluation import score_table
+from iqaguard.evaluation.quality import LOSSLESS_SIMILARITY, PSNR_CAP_DB, similarity
 from iqaguard.evaluation.rows import CELL_COLUMNS
 from iqaguard.seeds import derive_seed
 
-__all__ = ["summarize", "worst_case", "two_axis", "PSNR_CAP_DB", "REL_EPS", "BOOT_SCORES", "CORR_COLUMNS"]
+__all__ = ["summarize", "worst_case", "two_axis", "PSNR_CAP_DB", "REL_EPS", "BOOT_SCORES", "WORST_BOOT_SCORES",
+           "CORR_COLUMNS", "UNTOUCHED_FAMILIES", "RANK_FORMULA"]
 
-PSNR_CAP_DB = 100.0
-"""PSNR is clipped here before SSIM + PSNR/40 so identical images (PSNR = inf) stay finite."""
 REL_EPS = 1e-6
 """The study's epsilon in relative gains, |c − x| / (|c| + REL_EPS)."""
 CI_LEVEL = 0.95
-BOOT_SCORES = ["robust_abs_gain", "nonpurified_abs_gain", "attack_gain", "defended_gain",
-               "similarity_score", "robust_abs_gain_adaptive"]
-"""Scores that get ``<score>_lo`` / ``<score>_hi`` percentile-bootstrap columns."""
+BOOT_SCORES = score_table.ci_columns("summary")
+"""Summary scores that get ``<score>_lo`` / ``<score>_hi`` percentile-bootstrap columns."""
+WORST_BOOT_SCORES = score_table.ci_columns("worst")
 _CORR_TARGETS = ("clear", "attacked", "defended_clear", "defended_attacked")
-CORR_COLUMNS = [f"{k}_{n}" for k in ("srocc", "plcc", "krocc") for n in _CORR_TARGETS] \
-    + ["srocc_clear_vs_defended_clear"]
+CORR_COLUMNS = [n for n in score_table.columns("summary") if n.startswith(("srocc_", "plcc_", "krocc_"))]
+"""The correlation columns of the score table (``_correlations`` fills exactly these)."""
+UNTOUCHED_FAMILIES = ("training", "certified")
+"""Families whose defense leaves the image untouched: their quality cost is nil (quality 3.5)."""
+DEFAULT_FAMILY = "purification"
+"""Family assumed for rows without a ``family`` value (stores written before families existed)."""
+RANK_FORMULA = (
+    "fidelity = 1 − clip(score_error, 0, 1), score_error = mean over images of the worst, over every attack "
+    "and over transfer/adaptive, of |c − dc|/R + max(s·(d − dc)/R, 0) with d the defended attacked score; "
+    "quality = RGB SSIM + min(PSNR, 100)/40 of clean vs defended-clean (3.5 = lossless for training and "
+    "certified defenses, which leave the image untouched); rank = order of the mean of the fidelity and "
+    "quality ranks within the metric (1 = best)")
 _REQUIRED = ["clear", "attacked", "defended_clear", "defended_attacked",
              "lower_better", "range_lo", "range_hi", "image"]
 _KENDALL_PAIRWISE_MAX = 64     # groups up to this size use the vectorised pairwise tau-b
 _KENDALL_CHUNK_ELEMS = 4_000_000
-
 
 # ----------------------------------------------------------------------------- validation
 def _col(rows: pd.DataFrame, name: str) -> np.ndarray:
@@ -82,14 +102,52 @@ def _image_key(rows: pd.DataFrame) -> list[str]:
     return ["dataset", "image"] if "dataset" in rows.columns else ["image"]
 
 
+
 # ----------------------------------------------------------------------------- per-row values
-def _similarity(ssim: np.ndarray, psnr: np.ndarray) -> np.ndarray:
-    """SSIM + min(PSNR, 100 dB)/40 per image; NaN where either is NaN."""
-    return ssim + np.minimum(psnr, PSNR_CAP_DB) / 40.0
+def _family(rows: pd.DataFrame) -> pd.Series:
+    if "family" not in rows.columns:
+        return pd.Series(DEFAULT_FAMILY, index=rows.index, dtype=object)
+    return rows["family"].astype(object).where(rows["family"].notna(), DEFAULT_FAMILY)
+
+
+def _clip0(v: np.ndarray) -> np.ndarray:
+    """max(v, 0) with NaN kept (np.maximum propagates NaN; np.fmax would turn it into 0)."""
+    return np.maximum(v, 0.0)
+
+
+def _robustness(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-row bias and movements (see the module docstring); NaN where an input is missing."""
+    c, dc = _col(rows, "clear"), _col(rows, "defended_clear")
+    da, dad = _col(rows, "defended_attacked"), _col(rows, "defended_attacked_adaptive")
+    r = _col(rows, "range_hi") - _col(rows, "range_lo")
+    s = _sign(rows)
+    with np.errstate(invalid="ignore"):
+        bias = np.abs(c - dc) / r
+        mt, ma = s * (da - dc) / r, s * (dad - dc) / r
+        mw = np.fmax(mt, ma)                      # NaN adaptive ignored, not read as 0
+    return {"bias": bias, "movement_transfer": mt, "movement_adaptive": ma, "movement_worst": mw,
+            "score_error_cell": bias + _clip0(mw), "score_error_transfer": bias + _clip0(mt)}
+
+
+def _cert_violation(rows: pd.DataFrame) -> np.ndarray:
+    """Per row: share of its checked values (da, dad) that leave [cert_lo, cert_hi] although the
+    perturbation's ℓ2 norm is within cert_eps; NaN when nothing is checked."""
+    lo, hi, eps = _col(rows, "cert_lo"), _col(rows, "cert_hi"), _col(rows, "cert_eps")
+    ok = _col(rows, "cert_abstained") != 1
+    bad = np.zeros(len(rows))
+    n = np.zeros(len(rows))
+    for val, l2 in (("defended_attacked", "l2_c_a"), ("defended_attacked_adaptive", "l2_c_ad")):
+        v = _col(rows, val)
+        with np.errstate(invalid="ignore"):
+            check = ok & np.isfinite(v) & np.isfinite(lo) & np.isfinite(hi) & (_col(rows, l2) <= eps)
+            bad += check & ((v < lo) | (v > hi))
+        n += check
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, bad / np.where(n > 0, n, 1.0), np.nan)
 
 
 def _per_row(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every per-image quantity whose group mean is a score."""
+    """Every per-image quantity whose group mean is a ``summarize`` column (names: score_table)."""
     c, a = _col(rows, "clear"), _col(rows, "attacked")
     dc, da = _col(rows, "defended_clear"), _col(rows, "defended_attacked")
     dad = _col(rows, "defended_attacked_adaptive")
@@ -97,8 +155,14 @@ def _per_row(rows: pd.DataFrame) -> pd.DataFrame:
     s = _sign(rows)
     rel = np.abs(c) + REL_EPS
     reld = np.abs(dc) + REL_EPS
+    rob = _robustness(rows)
+    q = {n: _col(rows, n) for n in rows.columns if n.startswith("q_")}
+    qn = lambda name: q.get(name, np.full(len(rows), np.nan))    # noqa: E731
     with np.errstate(invalid="ignore"):
         out = {
+            "bias": rob["bias"], "movement_transfer": rob["movement_transfer"],
+            "movement_adaptive": rob["movement_adaptive"], "movement_worst": rob["movement_worst"],
+            "score_error_cell": rob["score_error_cell"],
             "robust_abs_gain": np.abs(c - da) / r,
             "robust_rel_gain": np.abs(c - da) / rel,
             "nonpurified_abs_gain": np.abs(c - a) / r,
@@ -110,13 +174,23 @@ def _per_row(rows: pd.DataFrame) -> pd.DataFrame:
             "both_defended_abs_gain_adaptive": np.abs(dc - dad) / r,
             "both_defended_rel_gain_adaptive": np.abs(dc - dad) / reld,
             "attack_gain": s * (a - c) / r,
-            "defended_gain": s * (da - dc) / r,
-            "defended_gain_adaptive": s * (dad - dc) / r,
-            # the transfer gain on exactly the images that have an adaptive result (a paired comparison)
-            "defended_gain_paired": np.where(np.isfinite(dad), s * (da - dc) / r, np.nan),
-            "similarity_score": _similarity(_col(rows, "q_ssim_c_da"), _col(rows, "q_psnr_c_da")),
-            "clear_similarity_score": _similarity(_col(rows, "q_ssim_c_dc"), _col(rows, "q_psnr_c_dc")),
+            "defended_gain": rob["movement_transfer"],
+            "defended_gain_adaptive": rob["movement_adaptive"],
+            # the transfer movement on exactly the images that have an adaptive result (paired comparison)
+            "defended_gain_paired": np.where(np.isfinite(dad), rob["movement_transfer"], np.nan),
+            "similarity_score": similarity(qn("q_ssim_rgb_c_da"), qn("q_psnr_rgb_c_da")),
+            "clear_similarity_score": similarity(qn("q_ssim_rgb_c_dc"), qn("q_psnr_rgb_c_dc")),
+            "similarity_score_luma": similarity(qn("q_ssim_c_da"), qn("q_psnr_c_da")),
+            "clear_similarity_score_luma": similarity(qn("q_ssim_c_dc"), qn("q_psnr_c_dc")),
+            "ms_ssim_luma": qn("q_ms_ssim_c_da"),
+            "clear_ms_ssim_luma": qn("q_ms_ssim_c_dc"),
+            "cert_width": np.where(_col(rows, "cert_abstained") != 1,
+                                   (_col(rows, "cert_hi") - _col(rows, "cert_lo")) / r, np.nan),
+            "cert_abstain_rate": _col(rows, "cert_abstained"),
+            "cert_violation": _cert_violation(rows),
             "mean_time": _col(rows, "defense_seconds"),
+            "mean_forwards": _col(rows, "defense_forwards"),
+            "fit_seconds": _col(rows, "fit_seconds"),
         }
     return pd.DataFrame(out, index=rows.index)
 
@@ -311,88 +385,123 @@ def _correlations(rows: pd.DataFrame, by: list[str], gid: np.ndarray, ngroups: i
     return pd.DataFrame(out)[CORR_COLUMNS]
 
 
+
 # ----------------------------------------------------------------------------- public API
+def _with_ci(names: list[str], means: pd.DataFrame, ci: pd.DataFrame, ci_names: list[str]) -> pd.DataFrame:
+    """Columns in table order, each CI'd score followed by its ``_lo``/``_hi``."""
+    parts = {}
+    for n in names:
+        parts[n] = means[n]
+        if n in ci_names:
+            parts[f"{n}_lo"], parts[f"{n}_hi"] = ci[f"{n}_lo"], ci[f"{n}_hi"]
+    return pd.DataFrame(parts)
+
+
+def _empty(by: list[str], frame: str) -> pd.DataFrame:
+    cols = []
+    for n in score_table.columns(frame):
+        cols += [n] + ([f"{n}_lo", f"{n}_hi"] if n in score_table.ci_columns(frame) else [])
+    return pd.DataFrame(columns=by + ([] if "family" in by else ["family"]) + cols)
+
+
+def _group_family(rows: pd.DataFrame, gid: np.ndarray, ngroups: int) -> np.ndarray:
+    """The family of each group's first row (a defense has one family)."""
+    first = _family(rows).reset_index(drop=True).groupby(gid).first()
+    return first.reindex(range(ngroups), fill_value=DEFAULT_FAMILY).to_numpy(dtype=object)
+
+
 def summarize(rows: pd.DataFrame, by: Iterable[str] = ("metric", "attack", "defense"),
               seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per ``by`` group: every score of the study, the extensions, and bootstrap CIs.
+    """One row per ``by`` group: the keys, ``family``, then every ``summary`` column of the score
+    table in its order (a CI'd score is followed by its ``_lo``/``_hi``).
 
-    Columns: the ``by`` keys, ``n`` (distinct images), the abs/rel gains (robust, nonpurified,
-    both_defended, and their ``_adaptive`` versions), ``attack_gain``, ``defended_gain``
-    (+``_adaptive``; ``defended_gain_paired`` = the transfer gain on the images that have an adaptive
-    result), ``similarity_score``, ``clear_similarity_score``, SROCC/PLCC/KROCC of
-    ground truth vs c/a/dc/da (sign-corrected), ``srocc_clear_vs_defended_clear``,
-    ``mean_time``, and ``<score>_lo``/``<score>_hi`` for ``BOOT_SCORES``.
+    Each score is the mean over the group's rows of a per-image value (NaN and non-finite values
+    dropped), e.g. ``score_error_cell`` = mean of |c − dc|/R + max(s·(da − dc), s·(dad − dc), 0)/R
+    and ``similarity_score`` = mean of RGB SSIM(c, da) + min(RGB PSNR(c, da), 100)/40; correlations
+    are per truth group (see docs/methods/scores.md). ``n`` = distinct images.
     """
     by = [by] if isinstance(by, str) else list(by)
     rows = _check(rows, by)
-    per_row = _per_row(rows)
-    ci_cols = BOOT_SCORES
-    grouped = rows.groupby(by, sort=True, dropna=False)
-    keys_index = grouped.size().index
-    cols = [
-        "robust_abs_gain", "robust_rel_gain", "nonpurified_abs_gain", "nonpurified_rel_gain",
-        "both_defended_abs_gain", "both_defended_rel_gain",
-        "robust_abs_gain_adaptive", "robust_rel_gain_adaptive",
-        "both_defended_abs_gain_adaptive", "both_defended_rel_gain_adaptive",
-        "attack_gain", "defended_gain", "defended_gain_adaptive", "defended_gain_paired",
-        "similarity_score", "clear_similarity_score"]
     if len(rows) == 0:
-        extra = ["n"] + cols + CORR_COLUMNS + ["mean_time"] \
-            + [f"{c}_{e}" for c in ci_cols for e in ("lo", "hi")]
-        return pd.DataFrame(columns=by + extra)
+        return _empty(by, "summary")
+    per_row = _per_row(rows)
+    grouped = rows.groupby(by, sort=True, dropna=False)
+    keys = pd.DataFrame(grouped.size().index.to_frame(index=False))
     gid = grouped.ngroup().to_numpy(dtype=np.int64)
-    ngroups = len(keys_index)
-    keys = pd.DataFrame(keys_index.to_frame(index=False))
+    ngroups = len(keys)
     n_img = rows.assign(_g=gid).drop_duplicates(["_g"] + _image_key(rows)).groupby("_g").size()
-    means = _nan_mean_by(per_row, gid, ngroups)
-    corr = _correlations(rows, by, gid, ngroups)
-    ci = _boot_by_group(per_row[ci_cols], rows, gid, ngroups, n_boot, seed)
-    out = pd.concat([keys, pd.DataFrame({"n": n_img.reindex(range(ngroups)).to_numpy()}),
-                     means[cols], corr, means[["mean_time"]], ci], axis=1)
-    return out
+    means = pd.concat([_nan_mean_by(per_row, gid, ngroups), _correlations(rows, by, gid, ngroups),
+                       pd.DataFrame({"n": n_img.reindex(range(ngroups)).to_numpy()})], axis=1)
+    ci = _boot_by_group(per_row[BOOT_SCORES], rows, gid, ngroups, n_boot, seed)
+    if "family" not in by:
+        keys["family"] = _group_family(rows, gid, ngroups)
+    return pd.concat([keys, _with_ci(score_table.columns("summary"), means, ci, BOOT_SCORES)], axis=1)
+
+
+_PER_IMAGE_MEAN = ("bias", "clear_similarity_score")
 
 
 def worst_case(rows: pd.DataFrame, seed: int = 0, n_boot: int = 1000,
                by: Iterable[str] = ("metric", "defense")) -> pd.DataFrame:
-    """Per-image worst case over all attacks run against each defense (AutoAttack semantics).
+    """Per-image worst case over every attack run against each defense, transfer and adaptive.
 
-    For each (metric, defense) and image, the deviation is the max over that image's attack rows
-    of max(|c − da|, |c − da_adapt|)/R (adaptive ignored where NaN); ``robust_abs_gain_worst``
-    is its mean over images, with a bootstrap CI. ``robust_abs_gain_worst_nonadaptive`` uses
-    |c − da| only, ``defended_gain_worst`` the max of s·(da − dc)/R and s·(da_adapt − dc)/R.
+    Per row: bias = |c − dc|/R, movement m = max(s·(da − dc), s·(dad − dc))/R (dad ignored where
+    NaN), error = bias + max(m, 0). Per image (over the image's attack rows): ``score_error`` = max of
+    error, ``movement_worst`` = max of max(m, 0), ``bias`` = mean; then each is averaged over
+    images, with a paired bootstrap CI. ``fidelity`` = 1 − clip(score_error, 0, 1) (its ``_lo``/``_hi``
+    from score_error's CI). ``score_error_transfer`` / ``movement_*_worst`` use one attack kind only;
+    ``robust_abs_gain_worst`` (+``_nonadaptive``) is the study-style max |c − da|/R; ``n_adaptive``
+    counts images with an adaptive value; ``clear_similarity_score`` feeds ``two_axis``'s quality.
     """
     by = [by] if isinstance(by, str) else list(by)
     rows = _check(rows, by + (["attack"] if "attack" not in by else []))
-    c, dc, da = _col(rows, "clear"), _col(rows, "defended_clear"), _col(rows, "defended_attacked")
+    if len(rows) == 0:
+        return _empty(by, "worst")
+    c, da = _col(rows, "clear"), _col(rows, "defended_attacked")
     dad = _col(rows, "defended_attacked_adaptive")
     r = _col(rows, "range_hi") - _col(rows, "range_lo")
-    s = _sign(rows)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        dev_na = np.abs(c - da) / r
-        dev = np.fmax(dev_na, np.abs(c - dad) / r)
-        sgn = np.fmax(s * (da - dc) / r, s * (dad - dc) / r)
+    rob = _robustness(rows)
+    with np.errstate(invalid="ignore"):
+        per = pd.DataFrame({
+            "bias": rob["bias"],
+            "movement_worst": _clip0(rob["movement_worst"]),
+            "movement_transfer_worst": _clip0(rob["movement_transfer"]),
+            "movement_adaptive_worst": _clip0(rob["movement_adaptive"]),
+            "score_error": rob["score_error_cell"],
+            "score_error_transfer": rob["score_error_transfer"],
+            "robust_abs_gain_worst": np.fmax(np.abs(c - da), np.abs(c - dad)) / r,
+            "robust_abs_gain_worst_nonadaptive": np.abs(c - da) / r,
+            "clear_similarity_score": similarity(_col(rows, "q_ssim_rgb_c_dc"), _col(rows, "q_psnr_rgb_c_dc")),
+            "n_adaptive": np.isfinite(dad).astype(np.float64),
+        })
+    per = per.where(np.isfinite(per.to_numpy()))          # ±inf counts as missing, like NaN
     ikey = _image_key(rows)
-    cols = ["robust_abs_gain_worst", "robust_abs_gain_worst_nonadaptive", "defended_gain_worst"]
-    per = pd.DataFrame({c_: v for c_, v in zip(cols, (dev, dev_na, sgn))}, index=rows.index)
-    frame = pd.concat([rows[by + ikey + ["attack"]].reset_index(drop=True),
-                       per.reset_index(drop=True)], axis=1)
-    if len(frame) == 0:
-        return pd.DataFrame(columns=by + ["n", "attacks"] + cols
-                            + [f"{c_}_{e}" for c_ in cols[:1] for e in ("lo", "hi")])
-    img = frame.groupby(by + ikey, sort=True, dropna=False)
-    per_img = img[cols].max()             # pandas max skips NaN; all-NaN stays NaN
-    per_img = per_img.reset_index()
+    frame = pd.concat([rows[by + ikey].reset_index(drop=True), per], axis=1)
+    agg = {n: ("mean" if n in _PER_IMAGE_MEAN else "max") for n in per.columns}
+    per_img = frame.groupby(by + ikey, sort=True, dropna=False).agg(agg).reset_index()   # max/mean skip NaN
     grouped = per_img.groupby(by, sort=True, dropna=False)
     gid = grouped.ngroup().to_numpy(dtype=np.int64)
-    keys_index = grouped.size().index
-    ngroups = len(keys_index)
-    means = _nan_mean_by(per_img[cols], gid, ngroups)
-    ci = _boot_by_group(per_img[cols[:1]], per_img, gid, ngroups, n_boot, seed)
-    attacks = frame.groupby(by, sort=True, dropna=False)["attack"].nunique().to_numpy()
-    n = grouped.size().to_numpy()
-    return pd.concat([keys_index.to_frame(index=False),
-                      pd.DataFrame({"n": n, "attacks": attacks}), means, ci], axis=1)
+    keys = grouped.size().index.to_frame(index=False)
+    ngroups = len(keys)
+    value_cols = [n for n in per.columns if n != "n_adaptive"]
+    means = _nan_mean_by(per_img[value_cols], gid, ngroups)
+    boot = [n for n in WORST_BOOT_SCORES if n != "fidelity"]
+    ci = _boot_by_group(per_img[boot], per_img, gid, ngroups, n_boot, seed)
+    means["n"] = grouped.size().to_numpy()
+    means["n_adaptive"] = np.bincount(gid, per_img["n_adaptive"].fillna(0).to_numpy(), ngroups).astype(np.int64)
+    rgid = rows.groupby(by, sort=True, dropna=False).ngroup().to_numpy(dtype=np.int64)
+    means["attacks"] = rows.groupby(by, sort=True, dropna=False)["attack"].nunique().to_numpy()
+    err = means["score_error"].to_numpy()
+    means["fidelity"] = 1.0 - np.clip(err, 0.0, 1.0)
+    ci["fidelity_lo"] = 1.0 - np.clip(ci["score_error_hi"].to_numpy(), 0.0, 1.0)
+    ci["fidelity_hi"] = 1.0 - np.clip(ci["score_error_lo"].to_numpy(), 0.0, 1.0)
+    cell_extra = [k for k in CELL_COLUMNS + ["dataset"] if k in rows.columns and k not in by]
+    corr = _grouped_corr(_col(rows, "clear"), _col(rows, "defended_clear"),
+                         rgid * (1 << 31) + _codes(rows, cell_extra), _codes(rows, ikey), rgid, ngroups)
+    means["srocc_clear_vs_defended_clear"] = corr["srocc"]
+    if "family" not in by:
+        keys["family"] = _group_family(rows, rgid, ngroups)
+    return pd.concat([keys, _with_ci(score_table.columns("worst"), means, ci, WORST_BOOT_SCORES)], axis=1)
 
 
 def _pareto(f: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -404,33 +513,57 @@ def _pareto(f: np.ndarray, q: np.ndarray) -> np.ndarray:
     return ok & ~dominated
 
 
-def two_axis(summary: pd.DataFrame, gain: str = "robust_abs_gain") -> pd.DataFrame:
+def two_axis(worst: pd.DataFrame) -> pd.DataFrame:
     """Defense summary per (metric, defense) on two axes, the Pareto front and a combined rank.
 
-    fidelity = clip(1 − mean over attacks of ``gain``, 0, 1); quality = mean over attacks of
-    clear_similarity_score (SSIM + PSNR/40 of clean vs defended clean). Both higher = better.
-    ``pareto`` marks defenses no other defense of the same metric beats on both axes;
-    ``rank`` orders them by ``rank_score`` = mean of the two per-axis ranks (1 = best).
+    Takes the output of ``worst_case(rows)`` (not the per-attack summary), so both axes rest on the
+    per-image worst case over every attack with adaptive results included:
+
+    * fidelity = 1 − clip(score_error, 0, 1), score_error = mean over images of the worst, over
+      attacks and transfer/adaptive, of |c − dc|/R + max(s·(d − dc)/R, 0);
+    * quality = clear_similarity_score = RGB SSIM(c, dc) + min(RGB PSNR(c, dc), 100)/40 for
+      purifiers; training and certified defenses leave the image untouched, so their quality is the
+      lossless 1 + 100/40 = 3.5 (``quality_note`` says which); quality_cost = 3.5 − quality.
+
+    ``pareto`` marks defenses no other defense of the same metric beats on both axes; ``rank`` orders
+    them by ``rank_score`` = mean of the two per-axis ranks (1 = best). ``attrs["rank_formula"]``
+    states the formulas for the report.
     """
-    if not isinstance(summary, pd.DataFrame):
-        raise InputError(f"summary: expected a pandas DataFrame, got {type(summary).__name__}")
-    need = ["metric", "defense", gain, "clear_similarity_score"]
-    missing = [c for c in need if c not in summary.columns]
+    if not isinstance(worst, pd.DataFrame):
+        raise InputError(f"worst: expected a pandas DataFrame, got {type(worst).__name__}")
+    need = ["metric", "defense", "score_error", "clear_similarity_score"]
+    missing = [c for c in need if c not in worst.columns]
     if missing:
-        raise InputError(f"summary: missing column(s) {missing} (pass the output of summarize)")
-    cols = ["metric", "defense", "fidelity", "quality", "attacks", "pareto",
-            "fidelity_rank", "quality_rank", "rank_score", "rank"]
-    if len(summary) == 0:
-        return pd.DataFrame(columns=cols)
-    g = summary.groupby(["metric", "defense"], sort=True, dropna=False)
-    agg = g[[gain, "clear_similarity_score"]].mean()     # mean skips NaN
-    out = agg.reset_index()
-    out["fidelity"] = np.clip(1.0 - out[gain].to_numpy(dtype=np.float64), 0.0, 1.0)
-    out["quality"] = out["clear_similarity_score"].to_numpy(dtype=np.float64)
-    out["attacks"] = (g["attack"].nunique().to_numpy() if "attack" in summary.columns
-                      else np.ones(len(out), dtype=np.int64))
+        raise InputError(f"worst: missing column(s) {missing} (pass the output of worst_case)")
+    if worst.duplicated(["metric", "defense"]).any():
+        raise InputError("worst: one row per (metric, defense) expected (worst_case with its default by)")
+    cols = score_table.columns("two_axis")
+    out_cols = ["metric", "defense", "family"] + [
+        x for n in cols for x in ([n, f"{n}_lo", f"{n}_hi"] if n in score_table.ci_columns("two_axis") else [n])]
+    if len(worst) == 0:
+        out = pd.DataFrame(columns=out_cols)
+        out.attrs["rank_formula"] = RANK_FORMULA
+        return out
+    out = worst.sort_values(["metric", "defense"]).reset_index(drop=True)
+    fam = _family(out)
+    untouched = fam.isin(UNTOUCHED_FAMILIES).to_numpy()
+    err = pd.to_numeric(out["score_error"], errors="coerce").to_numpy(dtype=np.float64)
+    out["family"] = fam
+    out["fidelity"] = 1.0 - np.clip(err, 0.0, 1.0)
+    for e, other in (("lo", "hi"), ("hi", "lo")):
+        src = f"score_error_{other}"
+        out[f"fidelity_{e}"] = (1.0 - np.clip(out[src].to_numpy(dtype=np.float64), 0.0, 1.0)
+                                if src in out.columns else np.nan)
+    measured = pd.to_numeric(out["clear_similarity_score"], errors="coerce").to_numpy(dtype=np.float64)
+    out["quality"] = np.where(untouched, LOSSLESS_SIMILARITY, measured)
+    out["quality_cost"] = LOSSLESS_SIMILARITY - out["quality"]
+    out["quality_note"] = np.where(untouched, "image untouched (lossless)",
+                                   np.where(np.isfinite(measured), "measured", "not measured"))
+    for n in out_cols:
+        if n not in out.columns:
+            out[n] = np.nan                       # e.g. no CI or no attack count in a hand-made frame
     out["pareto"] = False
-    for _, idx in out.groupby("metric", sort=False, dropna=False).groups.items():
+    for _, idx in out.groupby("metric", sort=False, dropna=False).groups.items():   # one pass per metric
         sub = out.loc[idx]
         out.loc[idx, "pareto"] = _pareto(sub["fidelity"].to_numpy(), sub["quality"].to_numpy())
     per_metric = out.groupby("metric", sort=False, dropna=False)
@@ -439,4 +572,6 @@ def two_axis(summary: pd.DataFrame, gain: str = "robust_abs_gain") -> pd.DataFra
     out["rank_score"] = (out["fidelity_rank"] + out["quality_rank"]) / 2.0
     out["rank"] = out.groupby("metric", sort=False, dropna=False)["rank_score"].rank(method="min")
     out["pareto"] = out["pareto"].astype(bool)
-    return out[cols].reset_index(drop=True)
+    out = out[out_cols].reset_index(drop=True)
+    out.attrs["rank_formula"] = RANK_FORMULA
+    return out

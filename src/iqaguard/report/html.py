@@ -20,6 +20,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..errors import InputError
+from ..evaluation import score_table
 
 __all__ = ["render_report", "format_number", "SCORE_LEGEND"]
 
@@ -27,64 +28,19 @@ NAN_TEXT = "–"  # en dash: what every missing / NaN value shows as
 STRIP_MAX_WIDTH = 256
 KEY_COLUMNS = ("metric", "attack", "defense")
 
-# column -> (label, one-line meaning, better direction: "lower" | "higher" | None for context).
-# Names and meanings follow iqaguard.evaluation.scores (gains are normalised by the metric's range R;
-# s = +1 for higher-better metrics, −1 for lower-better, so a positive signed gain = "looks better").
-SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = {
-    "n": ("n", "number of images in the cell", None),
-    "attacks": ("attacks", "number of attacks the worst case is taken over", None),
-    "attack_gain": ("attack gain", "s·(attacked − clean)/R: how far the attack pushes the undefended score toward 'better'", None),
-    "defended_gain": ("defended gain", "s·(defended-attacked − defended-clean)/R: what the attack still gains through the defense", "lower"),
-    "defended_gain_paired": ("defended gain (transfer, paired)", "the transfer defended gain on exactly the images that have an adaptive result: compare with the adaptive defended gain", "lower"),
-    "robust_abs_gain": ("robust abs gain", "mean |clean − defended-attacked| / R, with bootstrap 95% CI", "lower"),
-    "robust_rel_gain": ("robust rel gain", "mean |clean − defended-attacked| / |clean|", "lower"),
-    "nonpurified_abs_gain": ("undefended abs gain", "mean |clean − attacked| / R: the attack without any defense", None),
-    "nonpurified_rel_gain": ("undefended rel gain", "mean |clean − attacked| / |clean|", None),
-    "both_defended_abs_gain": ("both-defended abs gain", "mean |defended-clean − defended-attacked| / R", "lower"),
-    "both_defended_rel_gain": ("both-defended rel gain", "mean |defended-clean − defended-attacked| / |defended-clean|", "lower"),
-    "similarity_score": ("similarity", "SSIM + PSNR/40 between the clean and the defended-attacked image", "higher"),
-    "clear_similarity_score": ("clean similarity", "SSIM + PSNR/40 between the clean and the defended-clean image (the defense's quality cost)", "higher"),
-    "srocc_clear": ("SROCC clean", "SROCC of clean scores vs ground truth (the metric itself, no attack)", None),
-    "srocc_attacked": ("SROCC attacked", "SROCC of attacked scores vs ground truth, no defense", None),
-    "srocc_defended_clear": ("SROCC def. clean", "SROCC of defended-clean scores vs ground truth", "higher"),
-    "srocc_defended_attacked": ("SROCC def. attacked", "SROCC of defended-attacked scores vs ground truth", "higher"),
-    "plcc_clear": ("PLCC clean", "Pearson correlation of clean scores vs ground truth", None),
-    "plcc_attacked": ("PLCC attacked", "Pearson correlation of attacked scores vs ground truth, no defense", None),
-    "plcc_defended_clear": ("PLCC def. clean", "Pearson correlation of defended-clean scores vs ground truth", "higher"),
-    "plcc_defended_attacked": ("PLCC def. attacked", "Pearson correlation of defended-attacked scores vs ground truth", "higher"),
-    "krocc_clear": ("KROCC clean", "Kendall correlation of clean scores vs ground truth", None),
-    "krocc_attacked": ("KROCC attacked", "Kendall correlation of attacked scores vs ground truth, no defense", None),
-    "krocc_defended_clear": ("KROCC def. clean", "Kendall correlation of defended-clean scores vs ground truth", "higher"),
-    "krocc_defended_attacked": ("KROCC def. attacked", "Kendall correlation of defended-attacked scores vs ground truth", "higher"),
-    "srocc_clear_vs_defended_clear": ("SROCC(c, dc)", "SROCC between clean and defended-clean scores", "higher"),
-    "mean_time": ("time (s)", "mean defense time per image, seconds", "lower"),
-    "robust_abs_gain_mean": ("mean abs gain", "robust abs gain averaged over attacks, for comparison with the worst case", "lower"),
-    "robust_abs_gain_worst": ("worst-case abs gain", "per image, the largest |clean − defended-attacked| / R over all attacks (adaptive included), averaged; 95% CI", "lower"),
-    "robust_abs_gain_worst_nonadaptive": ("worst-case abs gain (non-adaptive)", "the same over non-adaptive attacks only", "lower"),
-    "defended_gain_worst": ("worst-case defended gain", "per image, the largest defended gain over all attacks, averaged", "lower"),
-    "unreliable_cells": ("unverified cells", "attacks against this defense without an adaptive result (transfer-only or unreliable)", "lower"),
-    "adaptive_cells": ("adaptive cells", "attacks against this defense with an adaptive (BPDA/EOT/query) result, included in the worst case", None),
-    "fidelity": ("fidelity", "score fidelity: 1 − mean robust abs gain over attacks", "higher"),
-    "quality": ("quality", "image-quality preservation: mean clean similarity (SSIM + PSNR/40, clean vs defended-clean)", "higher"),
-    "pareto": ("Pareto", "on the Pareto front: no other defense is better on both axes", None),
-    "fidelity_rank": ("fidelity rank", "rank by fidelity within the metric (1 = best)", "lower"),
-    "quality_rank": ("quality rank", "rank by quality within the metric (1 = best)", "lower"),
-    "rank_score": ("rank score", "mean of the fidelity and quality ranks", "lower"),
-    "rank": ("rank", "combined rank (1 = best)", "lower"),
-}
+# column -> (label, one-line meaning, better direction: "lower" | "higher" | None for context), in the
+# order of iqaguard.evaluation.score_table, which is the one list of score names and formulas.
+SCORE_LEGEND: dict[str, tuple[str, str, str | None]] = score_table.legend()
 _ADAPTIVE = "_adaptive"  # suffix scores.py gives the adaptive (BPDA/EOT) version of a score
 
-# The columns the main summary table always shows (the study's scores); the rest go under "all scores".
-MAIN_SUMMARY = ["n", "attack_gain", "defended_gain", "defended_gain_paired", "defended_gain_adaptive",
-                "robust_abs_gain", "robust_abs_gain_adaptive",
-                "nonpurified_abs_gain", "both_defended_abs_gain", "similarity_score", "clear_similarity_score",
-                "srocc_clear", "srocc_defended_clear", "srocc_defended_attacked", "plcc_defended_attacked",
-                "krocc_defended_attacked", "mean_time"]
-_OPTIONAL_MAIN = {"robust_abs_gain_adaptive", "defended_gain_adaptive", "defended_gain_paired"}  # hidden when empty
-TRADEOFF_COLUMNS = ["fidelity", "quality", "pareto", "rank_score", "rank"]
-COUNT_COLUMNS = {"n", "attacks", "rank", "unreliable_cells", "adaptive_cells"}
+# The columns the main summary table shows (the score table's ``main`` flag); the rest go under
+# "all scores". A main column with no value in the run (e.g. adaptive, or similarity for a training
+# defense) is hidden.
+MAIN_SUMMARY = score_table.main_summary()
+TRADEOFF_COLUMNS = ["fidelity", "score_error", "quality", "quality_cost", "quality_note", "pareto", "rank_score", "rank"]
+COUNT_COLUMNS = {"n", "attacks", "n_adaptive", "rank", "unreliable_cells", "adaptive_cells"}
 # text columns shown after the keys (badges), not as scores
-TAG_COLUMNS = {"reliability": "status", "adaptive_wrapper": "adaptive wrapper", "flags": "flags"}  # shown as integers even when stored as floats
+TAG_COLUMNS = {"family": "family", "reliability": "status", "adaptive_wrapper": "adaptive wrapper", "flags": "flags"}  # shown as integers even when stored as floats
 DEFAULT_RANK_FORMULA = ("rank = order of rank_score = mean of the defense's fidelity rank and quality rank "
                         "within the metric (1 = best)")
 
@@ -178,8 +134,7 @@ def _score_columns(df: pd.DataFrame, exclude: Iterable[str] = KEY_COLUMNS) -> li
 def _split_summary(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Main columns (the study's scores, in MAIN_SUMMARY order) and the rest that hold any data."""
     cols = _score_columns(summary)
-    main = [c for c in MAIN_SUMMARY if c in cols
-            and not (c in _OPTIONAL_MAIN and summary[c].isna().all())]
+    main = [c for c in MAIN_SUMMARY if c in cols and not summary[c].isna().all()]
     extra = [c for c in cols if c not in main and not summary[c].isna().all()]
     return main, extra
 
