@@ -129,12 +129,14 @@ def fit_or_load(obj, metric, images: torch.Tensor, cache_dir: str | os.PathLike,
                 state = {k: f.get_tensor(k) for k in f.keys()}
             obj.load_state_dict(state)
             obj.fitted_on = meta.get("metric")
+            obj.fit_seconds = float(meta.get("fit_seconds", "nan"))   # what fitting it cost, for reports
             _say(log, f"{label}: loaded trained state {path.name}")
             return obj
         except Exception as exc:  # corrupt, truncated or foreign file: train again
             _say(log, f"{label}: cached state {path.name} unusable ({exc}); refitting")
     _say(log, f"{label}: fitting on {images.shape[0]} images for {spec_of(metric)}")
     obj.fit(metric, images, ref)
+    obj.fit_seconds = float(obj.fit_stats.seconds)
     _say(log, f"{label}: fitted in {obj.fit_stats.seconds:.1f} s ({obj.fit_stats.grad_calls} gradient steps)")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"key": key, "attack": obj.training_spec(), "attack_full": spec_of(obj),

@@ -41,7 +41,8 @@ def test_both_columns_and_wrappers(run):
         assert len(sel) == 3 and (sel.adaptive_wrapper == w).all(), (a, d, sel.adaptive_wrapper.tolist())
         assert sel.defended_attacked_adaptive.notna().all()
     nd = rows[rows.defense == _c(DEFENSES, "no-defense")]
-    assert nd.defended_attacked_adaptive.isna().all() and nd.adaptive_wrapper.isna().all()
+    # the identity: the transfer attack already attacked exactly this metric
+    assert (nd.defended_attacked_adaptive == nd.defended_attacked).all() and (nd.adaptive_wrapper == "direct").all()
     # adaptive adversarial images are cached under their own keys (3 attacks × 4 defenses × 3 images)
     assert len(list((out / "adversarial").glob("*.png"))) == 3 * 3 + 3 * 4 * 3
     # BPDA moves the score through color-quantization, whose own gradient is zero (one FGSM step is
@@ -83,15 +84,21 @@ def test_flags_and_reliability(run):
     jp = s[s.defense == _c(DEFENSES, "jpeg")]
     assert set(jp.reliability) <= {"adaptive-checked", "reliable"}
     assert (s[s.defense == _c(DEFENSES, "no-defense")].reliability == "reliable").all()
+    assert set(s.reliability) <= {"adaptive-checked", "reliable"}      # every cell has its adaptive value
     html = (out / "index.html").read_text()
     assert "zero-gradient" in html and "adaptive-checked" in html and "Honesty flags" in html
 
 
-def test_flagged_cell_without_adaptive_is_unreliable(tmp_path):
-    res = ig.benchmark(metrics=["iqg-cnn"], attacks=["fgsm:eps=2/255"], defenses=["jpeg", "random-noise"],
-                       dataset=DATA, limit=2, out=tmp_path, report=False)
-    assert (res.summary.reliability == "unreliable").all()
+def test_without_adaptive_nothing_is_reliable(tmp_path):
+    """--no-adaptive: flagged cells are unreliable, the others transfer-only; never reliable."""
+    res = ig.benchmark(metrics=["iqg-cnn"], attacks=["fgsm:eps=2/255"],
+                       defenses=["jpeg", "random-noise", "gaussian-blur"], dataset=DATA, limit=2, out=tmp_path,
+                       report=True, adaptive=False)
+    rel = dict(zip(res.summary.defense, res.summary.reliability))
+    assert rel[_c(DEFENSES, "jpeg")] == rel[_c(DEFENSES, "random-noise")] == "unreliable"
+    assert rel[_c(DEFENSES, "gaussian-blur")] == "transfer-only"
     assert set(res.flags.flag) == {"zero-gradient", "randomized-score"}
+    assert "transfer-only" in (tmp_path / "index.html").read_text()
 
 
 def test_rerun_recomputes_nothing_and_crash_is_safe(run, tmp_path, monkeypatch):
@@ -111,7 +118,7 @@ def test_rerun_recomputes_nothing_and_crash_is_safe(run, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return original(self, x, ref)
 
-    grid = dict(GRID, attacks=["fgsm:eps=2/255"], defenses=["jpeg", "gaussian-blur"], limit=2)
+    grid = dict(GRID, attacks=["fgsm:eps=2/255"], defenses=["jpeg", "color-quantization"], limit=2)
     monkeypatch.setattr(AdaptiveMetric, "score", flaky)
     with pytest.raises(KeyboardInterrupt):
         ig.benchmark(**grid, out=tmp_path, report=False, batch_size=1)

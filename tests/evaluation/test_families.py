@@ -40,7 +40,7 @@ class ToyTrained(Defense):
     def fit(self, metric, images, ref=None):
         t0 = time.perf_counter()
         tuned = copy.deepcopy(metric).train()
-        params = [p for p in tuned.parameters() if p.requires_grad]
+        params = [p.requires_grad_(True) for p in tuned.parameters() if p.is_floating_point()]
         if not params:
             raise InputError("metric has no trainable parameters")
         opt = torch.optim.SGD(params, lr=1e-3)
@@ -48,10 +48,11 @@ class ToyTrained(Defense):
             target = metric(images)
         for _ in range(self.steps):
             opt.zero_grad()
-            loss = (tuned(images + 0.01 * torch.randn_like(images)).sub(target) ** 2).mean() + 1e-3
+            loss = (tuned((images + 0.01 * torch.randn_like(images)).clamp(0, 1)).sub(target) ** 2).mean() + 1e-3
             loss.backward()
             opt.step()
         self._state = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+        del tuned
         self.fit_stats = AttackStats(grad_calls=self.steps, seconds=time.perf_counter() - t0)
         return self
 

@@ -36,8 +36,13 @@ def test_rows_and_outputs(first_run):
     # the attack changed every score, within its ℓ∞ budget (the physics is checked on the quick suite)
     assert (nd.attacked != nd.clear).all()
     assert res.rows.linf_c_a.max() <= 10 / 255 + 1e-6
-    # adversarial images saved once per (metric, attack, image), reused by every defense
-    assert len(list((out / "adversarial").glob("*.png"))) == 4
+    # transfer images saved once per (metric, attack, image), reused by every defense; the adaptive
+    # ones once per defense (no-defense reuses the transfer image: it is already the direct attack)
+    with Store(out / "iqaguard.db", readonly=True) as st:
+        adv = pd.read_sql_query("SELECT attack FROM adversarial", st.db)
+    assert (adv.attack == res.rows.attack.iloc[0]).sum() == 4 and len(adv) == 4 + 2 * 4
+    assert len(list((out / "adversarial").glob("*.png"))) == 12
+    assert res.rows.defended_attacked_adaptive.notna().all()
     assert res.provenance["seed"] == 3 and res.provenance["torch"] == torch.__version__
 
 
@@ -70,32 +75,36 @@ def test_random_defense_uses_same_draw_for_clean_and_attacked(tmp_path):
 
 
 def test_crash_loses_only_cells_in_flight(tmp_path, monkeypatch):
+    """Killed in the middle of the second task (one task = metric × attack × image batch with all its
+    defenses): the first task's cells are stored whole, the rerun computes exactly the rest."""
     from iqaguard.defenses.base import Purifier
+    from iqaguard.evaluation import worker
 
-    calls = {"n": 0}
-    original = Purifier.purify
+    calls = {"tasks": 0, "purify": 0}
+    run, purify = worker.Worker.run, Purifier.purify
+
+    def counting_run(self, task):
+        calls["tasks"] += 1
+        return run(self, task)
 
     def flaky(self, x, seeds=None):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, x, seeds)
+        if calls["tasks"] == 2:
+            calls["purify"] += 1
+            if calls["purify"] == 3:
+                raise KeyboardInterrupt("simulated crash")
+        return purify(self, x, seeds)
 
-    from iqaguard.evaluation import runner
-
-    probe = runner._Runner._probe
-    monkeypatch.setattr(runner._Runner, "_probe", lambda *a, **k: None)   # count the grid's calls only
+    monkeypatch.setattr(worker.Worker, "run", counting_run)
     monkeypatch.setattr(Purifier, "purify", flaky)
     with pytest.raises(KeyboardInterrupt):
         ig.benchmark(**GRID, out=tmp_path, report=False, batch_size=2)
     with Store(tmp_path / "iqaguard.db") as st:
         partial = st.rows()
-        assert 0 < len(partial) < 12
-        assert partial[["clear", "defended_attacked"]].notna().all().all()   # no half-written row
-    monkeypatch.setattr(Purifier, "purify", original)
-    monkeypatch.setattr(runner._Runner, "_probe", probe)
+        assert len(partial) == 6                      # the first task: 2 images × 3 defenses
+        assert partial[["clear", "defended_attacked", "defended_attacked_adaptive"]].notna().all().all()
+    monkeypatch.setattr(Purifier, "purify", purify)
     done = ig.benchmark(**GRID, out=tmp_path, report=False, batch_size=2)
-    assert done.reused == len(partial) and done.computed == 12 - len(partial)
+    assert done.reused == 6 and done.computed == 6
 
 
 def test_fr_target(tmp_path):

@@ -26,7 +26,7 @@ QUICK = {
     "defenses": ["no-defense", "jpeg:quality=50", "gaussian-blur", "median-blur", "resize:scale=0.75",
                  "upscale", "color-quantization", "random-noise"],
     "dataset": "bundled",
-    "limit": 60,
+    "limit": 16,
     # every defended cell gets its adaptive column (direct white-box, BPDA or EOT; docs/methods/scores.md);
     # an adaptive attack costs one attack per defense (EOT: k), hence k = 4 draws in the quick suite
     "adaptive": True,
