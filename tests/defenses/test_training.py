@@ -41,7 +41,7 @@ class TinyIQA(nn.Module):
         self.head = nn.Linear(6, 1)
 
     def forward(self, x):
-        return 50.0 + 40.0 * torch.tanh(self.head(torch.relu(self.conv(x - 0.5)).mean((2, 3)))).squeeze(1)
+        return 50.0 + 40.0 * torch.tanh(self.head(torch.relu(self.conv(8.0 * (x - 0.5))).mean((2, 3)))).squeeze(1)
 
 
 def tiny_metric(lower_better: bool = False):
@@ -228,3 +228,37 @@ def test_train_defense_command_trains_once(tmp_path):
     with pytest.raises(InputError, match="not a trained defense"):
         train_defense_command("jpeg", "iqg-cnn", **kw)
     assert math.isfinite(first["seconds"])
+
+
+class TinyFR(nn.Module):
+    """A small learned FR metric: mean |conv(x) − conv(ref)|, lower = better."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x, ref):
+        return (self.conv(x) - self.conv(ref)).abs().mean((1, 2, 3))
+
+
+@pytest.mark.parametrize("name", ["at-pgd", "at-free-ssim-4", "nt", "at-trades"])
+def test_full_reference_metric_trains_with_its_reference(name):
+    metric = ig.wrap_metric(TinyFR(), mode="FR", lower_better=True, score_range=(0.0, 1.0), name="tiny-fr")
+    ref = imgs(4)
+    x = (ref + 0.05 * torch.randn_like(ref)).clamp(0, 1)
+    d = ig.create_defense(name)
+    with pytest.raises(InputError, match="needs ref"):
+        d.fit(metric, x)
+    p = d.fit(metric, x, ref).protect(metric)
+    assert p.mode == "FR" and p.lower_better
+    with torch.no_grad():
+        assert torch.isfinite(p(x, ref)).all()
+
+
+def test_on_step_is_called_once_per_minibatch():
+    d = ig.create_defense("at-fgsm")
+    calls = []
+    d.on_step = lambda: calls.append(1)
+    d.fit(tiny_metric(), imgs(10))              # 10 images, batch 8: 2 minibatches per epoch
+    assert len(calls) == d.total_steps(10) == d.epochs * 2

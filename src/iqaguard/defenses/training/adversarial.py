@@ -37,7 +37,7 @@ class AdversarialTraining(TrainedDefense):
 
     def __init__(self, attack: str = "pgd", eps: float = 4 / 255, steps: int = 1, label: str = "ssim",
                  penalty: float = 1.0, label_weights: str = "", replays: int = 1, epochs: int = 4,
-                 lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+                 lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)
         if attack not in ATTACK_KINDS:
             raise InputError(f"attack must be one of {', '.join(ATTACK_KINDS)}, got {attack!r}")
@@ -48,8 +48,9 @@ class AdversarialTraining(TrainedDefense):
         self.penalty = real(penalty, "penalty", lo=0.0)
         if not isinstance(label_weights, str):
             raise InputError(f"label_weights must be a path string ('' = look in $IQAGUARD_WEIGHTS), got {label_weights!r}")
-        self.label, self.label_weights = label, label_weights
+        label = "none" if label is None else label      # a spec's label=none parses to None
         ScoreCorrection.check_name(label)
+        self.label, self.label_weights = label, label_weights
         self._correction: ScoreCorrection | None = None
 
     # -- set-up -------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class ATFGSM(AdversarialTraining):
     """Chistyakova et al. 2024 with their published setting: one FGSM step, eps 4/255, SSIM labels."""
 
     def __init__(self, eps: float = 4 / 255, label: str = "ssim", penalty: float = 1.0, epochs: int = 4,
-                 lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+                 lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(attack="fgsm", eps=eps, steps=1, label=label, penalty=penalty, epochs=epochs,
                          lr=lr, batch=batch, loss=loss, seed=seed)
 
@@ -127,7 +128,7 @@ class ATPGD(AdversarialTraining):
     """Chistyakova et al. 2024's scheme with the registry's PGD (ℓ∞, random start) as the training attack."""
 
     def __init__(self, eps: float = 4 / 255, steps: int = 5, label: str = "ssim", penalty: float = 1.0,
-                 epochs: int = 4, lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+                 epochs: int = 4, lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(attack="pgd", eps=eps, steps=steps, label=label, penalty=penalty, epochs=epochs,
                          lr=lr, batch=batch, loss=loss, seed=seed)
 
@@ -135,7 +136,7 @@ class ATPGD(AdversarialTraining):
 class _FreeAT(AdversarialTraining):
     EPS = 4 / 255
 
-    def __init__(self, replays: int = 4, penalty: float = 1.0, epochs: int = 2, lr: float = 1e-4,
+    def __init__(self, replays: int = 4, penalty: float = 1.0, epochs: int = 2, lr: float = 0.0125,
                  batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(attack="free", eps=self.EPS, label="ssim", penalty=penalty, replays=replays,
                          epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)
@@ -159,7 +160,7 @@ class _APGDAT(AdversarialTraining):
     LABEL = "lpips"
 
     def __init__(self, steps: int = 5, penalty: float = 1.0, label_weights: str = "", epochs: int = 4,
-                 lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+                 lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(attack="apgd", eps=4 / 255, steps=steps, label=self.LABEL, penalty=penalty,
                          label_weights=label_weights, epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)
 
@@ -180,6 +181,6 @@ class ATAPGDSSIM4(_APGDAT):
 
     LABEL = "ssim"
 
-    def __init__(self, steps: int = 5, penalty: float = 1.0, epochs: int = 4, lr: float = 1e-4,
+    def __init__(self, steps: int = 5, penalty: float = 1.0, epochs: int = 4, lr: float = 0.0125,
                  batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(steps=steps, penalty=penalty, epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)

@@ -31,7 +31,7 @@ from ...attacks.base import AttackStats
 from ...errors import InputError
 from ...images import check_image
 from ...metrics.base import Metric
-from ...spec import format_spec
+from ...fitting import spec_of
 from .. import base as _defense_base
 from ..purification._checks import int_in, real
 
@@ -49,8 +49,17 @@ def check_trainable(metric: Any, who: str) -> None:
         raise InputError(f"{who} fine-tunes a metric's weights; metric {label!r} has no trainable parameters")
 
 
-def per_image(v: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, 1, 1, 1)
+def param_groups(params: list[torch.Tensor], lr: float) -> list[dict]:
+    """Adam groups with a *relative* step: each weight tensor (≥ 2 dims) gets lr × its RMS, each
+    1-d tensor (bias, norm affine) lr × the median RMS of the weight tensors. Adam moves every
+    element by about its lr per step whatever the gradient's scale, so a uniform lr changes thin
+    weights (a ResNet's 3×3 convs, RMS ≈ 0.02) far more, relatively, than wide ones (a CNNIQA
+    conv, RMS ≈ 0.07); a relative step treats metrics with weights of any scale alike (the idea
+    of layer-wise rates, LARS: You, Gitman & Ginsburg 2017)."""
+    rms = [float(p.detach().float().pow(2).mean().sqrt()) for p in params]
+    weights = sorted(r for p, r in zip(params, rms) if p.dim() >= 2 and r > 0)
+    typical = weights[len(weights) // 2] if weights else 1.0
+    return [{"params": [p], "lr": lr * (r if p.dim() >= 2 and r > 0 else typical)} for p, r in zip(params, rms)]
 
 
 class TrainedDefense(_defense_base.Defense):
@@ -64,7 +73,7 @@ class TrainedDefense(_defense_base.Defense):
     differentiable = True
     changes_size = False
 
-    def __init__(self, epochs: int = 4, lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+    def __init__(self, epochs: int = 4, lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         self.epochs = int_in(epochs, "epochs", 1, 10_000)
         self.lr = real(lr, "lr", lo=0.0, lo_open=True)
         self.batch = int_in(batch, "batch", 1, 1_000_000)
@@ -88,8 +97,7 @@ class TrainedDefense(_defense_base.Defense):
     def training_spec(self) -> str:
         """Everything that shapes training: the spec (all parameters are training parameters)
         plus a digest of the ground-truth targets when they were given."""
-        params = dict(getattr(self, "params", {}) or {})
-        spec = format_spec(self.name or type(self).__name__, params)
+        spec = spec_of(self)        # registry spec, or class + constructor attributes
         if self.truth is not None:
             h = hashlib.sha256(self.truth.detach().cpu().to(torch.float64).numpy().tobytes()).hexdigest()
             spec += f"|truth={h[:16]}"
@@ -146,7 +154,7 @@ class TrainedDefense(_defense_base.Defense):
         out.mode, out.lower_better, out.differentiable = metric.mode, metric.lower_better, metric.differentiable
         out.name, out.params = metric.name, dict(metric.params)
         out._score_range = metric.score_range
-        out.protected_by = format_spec(self.who, dict(getattr(self, "params", {}) or {}))
+        out.protected_by = self.training_spec()
         return out
 
     # -- fit ----------------------------------------------------------------------------------
@@ -186,7 +194,7 @@ class TrainedDefense(_defense_base.Defense):
             u = self._targets(model, images, ref)
             for p in params:
                 p.requires_grad_(True)
-            opt = torch.optim.Adam(params, lr=self.lr)
+            opt = torch.optim.Adam(param_groups(params, self.lr))
             gen = torch.Generator().manual_seed(self.seed)
             self._begin(images)
             for _ in range(self.epochs):
@@ -197,8 +205,6 @@ class TrainedDefense(_defense_base.Defense):
                     if self.on_step is not None:
                         self.on_step()
         self._state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        from ...fitting import spec_of
-
         self.fitted_on = spec_of(metric)
         self.fit_stats = AttackStats(grad_calls=self._calls, seconds=time.perf_counter() - start, batch=n)
         return self

@@ -24,7 +24,7 @@ from .base import TrainedDefense
 class NormTraining(TrainedDefense):
     """Fine-tune with ``L1(f(x), y) + weight·½·mean(((f(x + h·sign∇f) − f(x))/h)²)`` (range units)."""
 
-    def __init__(self, weight: float = 0.05, h: float = 0.01, epochs: int = 4, lr: float = 1e-4,
+    def __init__(self, weight: float = 0.05, h: float = 0.01, epochs: int = 4, lr: float = 0.0125,
                  batch: int = 8, loss: str = "l1", seed: int = 0):
         super().__init__(epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)
         self.weight = real(weight, "weight", lo=0.0)

@@ -24,8 +24,8 @@ from .base import TrainedDefense
 class TRADES(TrainedDefense):
     """Fine-tune with ``MSE(f(x), y) + beta·mean((f(x_adv) − f(x))²)``, x_adv from PGD on the second term."""
 
-    def __init__(self, eps: float = 4 / 255, steps: int = 5, beta: float = 6.0, epochs: int = 4,
-                 lr: float = 1e-4, batch: int = 8, loss: str = "mse", seed: int = 0):
+    def __init__(self, eps: float = 4 / 255, steps: int = 5, beta: float = 1.0, epochs: int = 4,
+                 lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
         super().__init__(epochs=epochs, lr=lr, batch=batch, loss=loss, seed=seed)
         self.eps = real(eps, "eps", lo=0.0, hi=1.0, lo_open=True)
         self.steps = int_in(steps, "steps", 1, 1000)
