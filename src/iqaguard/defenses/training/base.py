@@ -32,7 +32,7 @@ from ...errors import InputError
 from ...images import check_image
 from ...metrics.base import Metric
 from ...fitting import spec_of
-from .. import base as _defense_base
+from ..base import Defense
 from ..purification._checks import int_in, real
 
 LOSSES = ("mse", "l1")
@@ -62,7 +62,7 @@ def param_groups(params: list[torch.Tensor], lr: float) -> list[dict]:
     return [{"params": [p], "lr": lr * (r if p.dim() >= 2 and r > 0 else typical)} for p, r in zip(params, rms)]
 
 
-class TrainedDefense(_defense_base.Defense):
+class TrainedDefense(Defense):
     """Base of the adversarial-training family. Subclasses implement ``_loss(model, x, ref, u)``:
     the training loss of one minibatch (``u``: targets in range units), adding the gradient
     calls they spend making adversarial examples to ``self._calls``."""
