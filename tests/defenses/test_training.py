@@ -262,3 +262,17 @@ def test_on_step_is_called_once_per_minibatch():
     d.on_step = lambda: calls.append(1)
     d.fit(tiny_metric(), imgs(10))              # 10 images, batch 8: 2 minibatches per epoch
     assert len(calls) == d.total_steps(10) == d.epochs * 2
+
+
+def test_fit_or_load_with_batchnorm_metric(tmp_path):
+    """BatchNorm's 0-dim ``num_batches_tracked`` is part of the metric's state and of the cache
+    key's weight digest (regression: hashing a 0-dim tensor as bytes failed)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 1), nn.Flatten(0))
+    metric = ig.wrap_metric(net.eval(), score_range=(-1.0, 1.0), name="tiny-bn")
+    x = imgs(4)
+    d = fit_or_load(ig.create_defense("nt"), metric, x, tmp_path)
+    again = ig.create_defense("nt")
+    fit_or_load(again, metric, x, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again.protect(metric)(x), d.protect(metric)(x))
