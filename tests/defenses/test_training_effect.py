@@ -23,7 +23,7 @@ import iqaguard as ig
 from iqaguard.evaluation.plan import train_split
 from iqaguard.fitting import fit_or_load
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 EVAL_N, GAIN_N, TRAIN_N, SIZE = 120, 8, 32, 128
 
