@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the store's folder)")
     rep.add_argument("--run", default=None, metavar="RUN_ID", help="which run of the store (default: the last)")
 
+    td = sub.add_parser("train-defense", help="train a defense ahead of a run (cached; the run then trains nothing)")
+    td.add_argument("defense", metavar="SPEC", help="trained defense spec, e.g. at-pgd")
+    td.add_argument("--metric", "-m", required=True, metavar="SPEC", help="metric to fine-tune")
+    td.add_argument("--data", default="bundled", metavar="SPEC", help="dataset spec (default bundled)")
+    td.add_argument("--limit", type=int, required=True,
+                    help="the run's --limit: training uses dataset images after the first LIMIT (disjoint)")
+    td.add_argument("--train-images", type=int, default=32, metavar="N", help="training images (default 32)")
+    td.add_argument("--out", default="iqaguard-out", metavar="DIR", help="the run's output folder (cache under DIR/trainable)")
+    td.add_argument("--no-progress", action="store_true")
     sc = sub.add_parser("score", help="score one image with a metric")
     sc.add_argument("--metric", "-m", required=True, metavar="SPEC")
     sc.add_argument("image")
@@ -150,6 +159,16 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_train_defense(args) -> int:
+    from .defenses.training.command import train_defense_command
+
+    r = train_defense_command(args.defense, args.metric, dataset_spec(args.data), args.limit, args.out,
+                              args.train_images, progress=not args.no_progress)
+    what = f"trained in {r['seconds']:.1f} s ({r['grad_calls']} gradient steps)" if r["trained"] else "already trained"
+    print(f"{r['defense']} on {r['metric']}: {what} on {r['train_images']} images → {r['path']}")
+    return 0
+
+
 def _cmd_score(args) -> int:
     import torch
 
@@ -202,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score,
-                "calibrate-budgets": _cmd_calibrate_budgets}
+                "calibrate-budgets": _cmd_calibrate_budgets, "train-defense": _cmd_train_defense}
     if args.command is None:
         _parser().print_help()
         return 2

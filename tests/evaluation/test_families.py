@@ -242,3 +242,21 @@ def test_report_from_a_store_of_the_landed_version(tmp_path):
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
     assert len(summary) == 6 and summary.robust_abs_gain.notna().all()
     assert (tmp_path / "rep" / "index.html").exists()
+
+
+def test_trained_defense_ahead_then_run_trains_nothing(tmp_path, monkeypatch):
+    """`iqaguard train-defense` fits into the run's cache; the run (and its rerun) then load it."""
+    from iqaguard.cli import main
+    from iqaguard.defenses.training.base import TrainedDefense
+
+    args = ["train-defense", "at-pgd", "-m", "iqg-cnn", "--data", DATA, "--limit", "2", "--train-images", "4",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    assert len(list((tmp_path / "trainable").glob("at-pgd-*.safetensors"))) == 1
+    monkeypatch.setattr(TrainedDefense, "fit", lambda *a, **k: pytest.fail("trained again"))
+    res = ig.benchmark(metrics=["iqg-cnn"], attacks=["fgsm:eps=4/255"], defenses=["no-defense", "at-pgd"],
+                       dataset=DATA, limit=2, train_images=4, out=tmp_path, report=False)
+    at = res.rows[res.rows.family == "training"]
+    assert res.errors == 0 and len(at) == 2 and at.defended_attacked_adaptive.notna().all()
+    assert (at.adaptive_wrapper == "none").all() and at.fit_seconds.notna().all()
+    assert (at.defended_clear != at.clear).any()          # the fine-tuned copy is what is scored

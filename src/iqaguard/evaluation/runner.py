@@ -117,7 +117,7 @@ def _drive(plan, data, st: Store, out_dir, run_id, device, batch_size, progress,
     tasks = make_tasks(plan, done, batch_size, probed)
     for t in tasks:
         t.cached_adv = st.adversarial(_adv_keys(plan, t))
-    worker = Worker(plan, {it.id: it for it in data.items}, out_dir, run_id, device)
+    worker = Worker(plan, {it.id: it for it in data.items}, out_dir, run_id, device, progress)
     run = executor or local_executor
     bar = _progress(pending, progress)
     try:

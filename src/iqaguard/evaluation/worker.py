@@ -24,8 +24,10 @@ from .tasks import Task, TaskResult
 
 
 class Worker:
-    def __init__(self, plan, items: dict[str, Any], out_dir: Path, run_id: str, device: str):
+    def __init__(self, plan, items: dict[str, Any], out_dir: Path, run_id: str, device: str,
+                 progress: bool = False):
         self.plan, self.items, self.out_dir, self.run_id = plan, items, Path(out_dir), run_id
+        self.progress = progress
         self.device = torch.device(device)
         self.luma = {q: METRICS.create(spec).to(self.device).eval() for q, spec in LUMA_QUALITY.items()}
         self._metrics: dict[str, Any] = {}
@@ -54,11 +56,24 @@ class Worker:
         return self._protected[key]
 
     def fit_defense(self, defense, metric) -> None:
-        """Fit a trained defense on the training split (cached under ``<out>/trained/``)."""
+        """Fit a trained defense on the training split, cached under ``<out>/trainable/`` (where
+        ``iqaguard train-defense`` puts it too), with a progress bar when the run shows one."""
         x, ref = self._train_batch()
         ref = ref if metric.mode == "FR" else None
         torch.manual_seed(derive_seed(self.plan.seed, "fit-defense", spec_of(defense), spec_of(metric)))
-        fit_or_load(defense, metric, x, self.out_dir / "trained", ref=ref)
+        bar = None
+        if self.progress and hasattr(defense, "total_steps") and hasattr(defense, "on_step"):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=defense.total_steps(x.shape[0]), unit="step", dynamic_ncols=True, leave=False,
+                       desc=f"training {defense.name} on {metric.name}")
+            defense.on_step = lambda: bar.update(1)
+        try:
+            fit_or_load(defense, metric, x, self.out_dir / "trainable", ref=ref)
+        finally:
+            if bar is not None:
+                defense.on_step = None
+                bar.close()
 
     def _fit_attack(self, attack, metric, cache_dir: Path):
         x, ref = self._train_batch()

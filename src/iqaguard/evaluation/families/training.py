@@ -1,8 +1,8 @@
 """Adversarial training: ``protect(metric)`` is a fine-tuned copy of the metric.
 
 The defense is fitted once per metric on the run's training split (dataset images disjoint from
-the evaluated ones) through the shared fit-and-cache (``iqaguard.fitting``), so a rerun trains
-nothing. The adaptive column attacks the fine-tuned metric directly (white-box); the transfer
+the evaluated ones) through the shared fit-and-cache (``iqaguard.fitting``, under
+``<out>/trainable/``), so a rerun — or a run after ``iqaguard train-defense`` — trains nothing. The adaptive column attacks the fine-tuned metric directly (white-box); the transfer
 column uses the adversarial images made on the original metric. The image is untouched, so there
 are no image-quality columns."""
 from __future__ import annotations
