@@ -1,12 +1,14 @@
-"""PSNR against scikit-image's peak_signal_noise_ratio (data_range=1), on luma and on RGB."""
+"""PSNR against scikit-image's peak_signal_noise_ratio (data_range=1), at the default (RGB) and
+on each luma channel. Tolerance 1e-4 dB (float32 MSE; measured ≤ 2e-5)."""
 import numpy as np
 import pytest
 import torch
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
+import iqaguard as ig
 from iqaguard.errors import InputError
-from iqaguard.images import rgb_to_y, to_tensor
+from iqaguard.images import rgb_to_gray, rgb_to_y, to_tensor
 from iqaguard.metrics.psnr import PSNR
 
 
@@ -16,17 +18,32 @@ def _pair():
     return (x + 0.03 * torch.randn(x.shape, generator=g)).clamp(0, 1), x
 
 
-def test_y_matches_skimage():
-    d, x = _pair()
-    ref = peak_signal_noise_ratio(rgb_to_y(x)[0, 0].double().numpy(), rgb_to_y(d)[0, 0].double().numpy(), data_range=1.0)
-    assert float(PSNR()(d, x)) == pytest.approx(ref, abs=1e-4)
+def _yiq(t):
+    """Y of YIQ written out in numpy (pyiqa's rgb2yiq first row)."""
+    return t[0].permute(1, 2, 0).double().numpy() @ np.array([0.299, 0.587, 0.114])
 
 
-def test_rgb_matches_skimage():
-    """channel='rgb': one MSE over all channels and pixels (skimage on the H×W×3 array)."""
+def test_default_is_rgb_and_matches_skimage():
+    """The default (bare name) takes one MSE over all channels and pixels (skimage on H×W×3)."""
     d, x = _pair()
     ref = peak_signal_noise_ratio(x[0].double().numpy(), d[0].double().numpy(), data_range=1.0)
-    assert float(PSNR(channel="rgb")(d, x)) == pytest.approx(ref, abs=1e-4)
+    assert float(ig.create_metric("psnr")(d, x)) == pytest.approx(ref, abs=1e-4)
+    assert ig.create_metric("psnr").params["channel"] == "rgb"
+
+
+def test_psnry_is_yiq_luma():
+    d, x = _pair()
+    ref = peak_signal_noise_ratio(_yiq(x), _yiq(d), data_range=1.0)
+    assert float(ig.create_metric("psnry")(d, x)) == pytest.approx(ref, abs=1e-4)
+    assert float(PSNR(channel="yiq")(d, x)) == float(ig.create_metric("psnry")(d, x))
+
+
+@pytest.mark.parametrize("channel, conv", [("y", rgb_to_y), ("gray", rgb_to_gray)])
+def test_other_channels_keep_their_meaning(channel, conv):
+    """'y' (rgb2ycbcr Y, the old default) and 'gray' score what they scored before the default changed."""
+    d, x = _pair()
+    ref = peak_signal_noise_ratio(conv(x)[0, 0].double().numpy(), conv(d)[0, 0].double().numpy(), data_range=1.0)
+    assert float(ig.create_metric(f"psnr:channel={channel},mse_floor=1e-10")(d, x)) == pytest.approx(ref, abs=1e-4)
 
 
 def test_identical_images_hit_the_floor():
@@ -40,3 +57,5 @@ def test_bad_params():
         PSNR(channel="lab")
     with pytest.raises(InputError, match="mse_floor"):
         PSNR(mse_floor=0)
+    with pytest.raises(InputError, match="channel"):
+        ig.create_metric("psnry:channel=rgb")
