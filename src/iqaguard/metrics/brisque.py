@@ -1,7 +1,8 @@
 """BRISQUE (Mittal, Moorthy & Bovik 2012, "No-reference image quality assessment in the spatial domain").
 
 Features as the released MATLAB code computes them (``brisquescore.m``, ``brisque_feature.m``,
-``estimateggdparam.m``, ``estimateaggdparam.m``): grey levels in [0, 255] (``rgb2gray``); MSCN
+``estimateggdparam.m``, ``estimateaggdparam.m``): grey levels in [0, 255] (the release's
+``rgb2gray``; by default pyiqa's rounded YIQ luma, see ``BRISQUE``); MSCN
 coefficients (I − μ)/(σ + 1) with the 7×7 Gaussian window σ = 7/6 normalised to sum 1 and
 ``filter2(…, 'same')`` — i.e. zero padding; a GGD fit of the MSCN map (shape, variance) and AGGD
 fits of its products with the 4 circularly shifted neighbours (shape, mean, left and right
