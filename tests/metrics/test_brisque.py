@@ -18,7 +18,7 @@ from skimage import data
 import iqaguard.metrics  # noqa: F401  (registers the built-in metrics)
 from iqaguard.errors import InputError
 from iqaguard.images import to_tensor
-from iqaguard.metrics.brisque import BRISQUE, imresize_half_any, svr_model
+from iqaguard.metrics.brisque import imresize_half_any, svr_model
 from iqaguard.registry import METRICS
 
 
