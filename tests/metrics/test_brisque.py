@@ -18,7 +18,7 @@ from skimage import data
 import iqaguard.metrics  # noqa: F401  (registers the built-in metrics)
 from iqaguard.errors import InputError
 from iqaguard.images import to_tensor
-from iqaguard.metrics.brisque import BRISQUE, imresize_half_any, svr_model
+from iqaguard.metrics.brisque import imresize_half_any, svr_model
 from iqaguard.registry import METRICS
 
 
@@ -110,12 +110,23 @@ def test_imresize_half_any_matches_matlab(shape):
     np.testing.assert_allclose(ours, ref, atol=1e-9)
 
 
+def yiq_levels(x):
+    """pyiqa's default grey input: round(255·(0.299 R + 0.587 G + 0.114 B)), formed with a float32
+    torch.matmul as pyiqa's to_y_channel does (numpy's float32 matmul rounds a few exact .5 ties the
+    other way; bit-identity with pyiqa is checked in tests/peers/test_pyiqa_defaults.py)."""
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
+    y = torch.matmul(x.permute(0, 2, 3, 1), yiq.t()).permute(0, 3, 1, 2)[0, 0] * 255   # pyiqa's rgb2yiq
+    return y.round().double().numpy()
+
+
 @pytest.mark.parametrize("name", list(IMAGES))
-def test_features_and_score_match_reference(name):
-    """Features: relative 1e-8 (shape parameters are exact grid values); score: 1e-6 absolute."""
+@pytest.mark.parametrize("spec", ["brisque", "brisque:channel=gray,quantize=false"])
+def test_features_and_score_match_reference(name, spec):
+    """Features: relative 1e-8 (shape parameters are exact grid values); score: 1e-6 absolute.
+    The default reads rounded YIQ luma (pyiqa's input); the release's unrounded rgb2gray stays a spec."""
     x = to_tensor(IMAGES[name])
-    m = BRISQUE()
-    gray = (x[0].double().permute(1, 2, 0).numpy() @ GRAY) * 255.0
+    m = METRICS.create(spec)
+    gray = yiq_levels(x) if spec == "brisque" else (x[0].double().permute(1, 2, 0).numpy() @ GRAY) * 255.0
     ref = ref_features(gray)
     ours = m.features(x)[0].numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-8, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Per-component checklist shared by psnr, ssim, ms_ssim and niqe.
+"""Per-component checklist shared by psnr, psnry, ssim, ssimc, ms_ssim and niqe (at their defaults).
 
 identity, range, dtype/shape, batch consistency, gradients, input validation, params round-trip.
 """
@@ -12,7 +12,8 @@ from iqaguard.images import to_tensor
 from iqaguard.registry import METRICS
 
 # name -> (image side, best value on x vs x or None for NR)
-CASES = {"psnr": (64, 100.0), "ssim": (64, 1.0), "ms_ssim": (176, 1.0), "niqe": (192, None)}
+CASES = {"psnr": (64, 80.0), "psnry": (64, 80.0), "ssim": (64, 1.0), "ssimc": (64, 1.0),
+         "ms_ssim": (176, 1.0), "niqe": (192, None)}
 NAMES = list(CASES)
 
 
@@ -104,8 +105,8 @@ def test_params_round_trip(name):
     assert m2.params == m.params and m.params
     assert torch.equal(_call(m, x, clean), _call(m2, x, clean))
     # a non-default parameter survives the round trip too
-    alt = {"psnr": {"channel": "rgb"}, "ssim": {"channel": "rgb"}, "ms_ssim": {"channel": "rgb"},
-           "niqe": {"channel": "y"}}[name]
+    alt = {"psnr": {"channel": "y"}, "psnry": {"mse_floor": 1e-3}, "ssim": {"channel": "rgb"},
+           "ssimc": {"win_size": 7}, "ms_ssim": {"channel": "rgb"}, "niqe": {"channel": "y"}}[name]
     m3 = METRICS.create(name, **alt)
     m4 = METRICS.create(name, **m3.params)
     assert torch.equal(_call(m3, x, clean), _call(m4, x, clean))

@@ -14,6 +14,7 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 from skimage import data, filters as skfilters
 
+import iqaguard as ig
 from iqaguard.errors import InputError
 from iqaguard.images import to_tensor
 from iqaguard.metrics.filters import imresize_half
@@ -121,22 +122,34 @@ def test_imresize_half_matches_matlab_reference():
     np.testing.assert_allclose(ours, matlab_imresize_half(img), atol=1e-9)
 
 
+def yiq_levels(x):
+    """pyiqa's default grey input: round(255·(0.299 R + 0.587 G + 0.114 B)), formed with a float32
+    torch.matmul as pyiqa's to_y_channel does (numpy's float32 matmul rounds a few exact .5 ties the
+    other way; bit-identity with pyiqa is checked in tests/peers/test_pyiqa_defaults.py)."""
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
+    y = torch.matmul(x.permute(0, 2, 3, 1), yiq.t()).permute(0, 3, 1, 2)[0, 0] * 255   # pyiqa's rgb2yiq
+    return y.round().double().numpy()
+
+
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_matches_reference(name):
+    """The default (bare name) is pyiqa's input: YIQ luma rounded to integer grey levels."""
     x = to_tensor(IMAGES[name])
-    ours = float(NIQE()(x))
-    gray = (x[0].double().permute(1, 2, 0).numpy() @ GRAY) * 255.0
-    ref = ref_niqe(gray)
+    ours = float(ig.create_metric("niqe")(x))
+    ref = ref_niqe(yiq_levels(x))
     assert abs(ours - ref) / ref < 1e-5, (ours, ref)
 
 
-def test_y_channel_and_quantize_match_reference():
+def test_other_channels_and_quantize_match_reference():
+    """'y', 'gray', quantize on/off: each spec scores what it scored before the default changed."""
     x = to_tensor(IMAGES["chelsea"])
     rgb = x[0].double().permute(1, 2, 0).numpy()
     y = 16 + rgb @ np.array([65.481, 128.553, 24.966])
-    assert abs(float(NIQE(channel="y")(x)) - ref_niqe(y)) / ref_niqe(y) < 1e-5
-    gray = np.round(rgb @ GRAY * 255)
-    assert abs(float(NIQE(quantize=True)(x)) - ref_niqe(gray)) / ref_niqe(gray) < 1e-5
+    assert abs(float(NIQE(channel="y", quantize=False)(x)) - ref_niqe(y)) / ref_niqe(y) < 1e-5
+    gray = rgb @ GRAY * 255
+    old_default = ig.create_metric("niqe:channel=gray,patch_size=96,quantize=false")
+    assert abs(float(old_default(x)) - ref_niqe(gray)) / ref_niqe(gray) < 1e-5
+    assert abs(float(NIQE(channel="gray")(x)) - ref_niqe(np.round(gray))) / ref_niqe(np.round(gray)) < 1e-5
 
 
 def test_distortions_score_worse():
@@ -152,11 +165,16 @@ def test_distortions_score_worse():
         assert float(m(noisy)) > clean + 1.0
 
 
-def test_gradient_is_informative():
+@pytest.mark.parametrize("spec, rel_tol", [
+    ("niqe", 0.35),                  # default: measured −39.3 vs −50.3 (22 %): the forward rounds to grey
+                                     # levels, whose straight-through gradient is the unrounded slope
+    ("niqe:quantize=false", 0.2),    # the α lookup alone: measured −49.6 vs −53.7 (8 %)
+])
+def test_gradient_is_informative(spec, rel_tol):
     """The straight-through α lookup gives the true slope: along −∇ the central difference
-    (step 0.01 in L2) is within 20% of the directional derivative (measured −49.7 vs −53.7)."""
+    (step 0.01 in L2) has the sign and, within ``rel_tol``, the size of the directional derivative."""
     x = to_tensor(IMAGES["astronaut"]).requires_grad_(True)
-    m = NIQE()
+    m = ig.create_metric(spec)
     (grad,) = torch.autograd.grad(m(x).sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     d = -grad / grad.norm()
@@ -164,7 +182,7 @@ def test_gradient_is_informative():
     with torch.no_grad():
         fd = (float(m((x + h * d).clamp(0, 1))) - float(m((x - h * d).clamp(0, 1)))) / (2 * h)
     slope = float((grad * d).sum())
-    assert slope < 0 and abs(fd - slope) < 0.2 * abs(slope), (fd, slope)
+    assert slope < 0 and fd < 0 and abs(fd - slope) < rel_tol * abs(slope), (fd, slope)
 
 
 def test_minimum_size():

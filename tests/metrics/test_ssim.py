@@ -1,5 +1,10 @@
 """SSIM against scikit-image, MS-SSIM against pytorch-msssim and a numpy/scipy reference.
 
+The formula tests run on ``channel='y'`` (the rgb2ycbcr Y, the default before pyiqa's became it)
+with the parameters that channel has always implied (no rounding, no clipping); the defaults
+(pyiqa's: rounded YIQ luma, cs clipped at 0, zero-padded pooling) are checked against a float64
+numpy reference here and against pyiqa itself in tests/peers/test_pyiqa_defaults.py.
+
 skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1) filters the whole image (reflect padding) and then
 averages only the pixels ≥ (win_size−1)/2 = 5 from the border — exactly the 'valid' region of
@@ -13,6 +18,7 @@ from skimage import data
 from skimage.metrics import structural_similarity
 
 from iqaguard.errors import InputError
+import iqaguard as ig
 from iqaguard.images import rgb_to_y, to_tensor
 from iqaguard.metrics.filters import box_downsample
 from iqaguard.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, SSIM
@@ -37,7 +43,7 @@ def _y(t):
 @pytest.mark.parametrize("size", [(64, 64), (77, 120)])
 def test_ssim_y_matches_skimage(size):
     d, x = _pair(*size)
-    assert float(SSIM()(d, x)) == pytest.approx(_sk(_y(d), _y(x)), abs=1e-5)
+    assert float(SSIM(channel="y")(d, x)) == pytest.approx(_sk(_y(d), _y(x)), abs=1e-5)
 
 
 def test_ssim_rgb_matches_skimage():
@@ -77,31 +83,55 @@ def test_box_downsample_matches_matlab_semantics(f, size):
 def test_ssim_downsample_is_the_ssim_m_wrapper():
     d, x = _pair(384, 400)                       # f = round(384/256) = 2 (rounds half up)
     ref = _sk(_matlab_box_downsample(_y(d), 2), _matlab_box_downsample(_y(x), 2))
-    assert float(SSIM(downsample=True)(d, x)) == pytest.approx(ref, abs=1e-5)
-    assert abs(float(SSIM(downsample=True)(d, x)) - float(SSIM()(d, x))) > 1e-3
+    assert float(SSIM(channel="y", downsample=True)(d, x)) == pytest.approx(ref, abs=1e-5)
+    assert abs(float(SSIM(channel="y", downsample=True)(d, x)) - float(SSIM(channel="y")(d, x))) > 1e-3
 
 
-def _ms_ssim_reference(a, b):
-    """MS-SSIM (Wang et al. 2003) in float64 numpy/scipy, even sizes only."""
+def _maps(a, b, clip=False):
+    """(SSIM map, cs map) of Wang's formula, 11-tap σ=1.5 Gaussian, valid region, float64."""
     c1, c2 = 0.01 ** 2, 0.03 ** 2
+    f = lambda t: gaussian_filter(t, 1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]  # noqa: E731  11 taps, valid
+    ma, mb = f(a), f(b)
+    va, vb, cov = f(a * a) - ma ** 2, f(b * b) - mb ** 2, f(a * b) - ma * mb
+    cs = (2 * cov + c2) / (va + vb + c2)
+    if clip:
+        cs = np.maximum(cs, 0)
+    return (2 * ma * mb + c1) / (ma ** 2 + mb ** 2 + c1) * cs, cs
+
+
+def _zero_pool(a):
+    """torch's avg_pool2d(2, padding=(H%2, W%2)) written out: one zero before and after an odd side."""
+    ph, pw = a.shape[0] % 2, a.shape[1] % 2
+    p = np.pad(a, ((ph, ph), (pw, pw)))
+    h, w = (p.shape[0] // 2) * 2, (p.shape[1] // 2) * 2
+    return p[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+
+
+def _ms_ssim_reference(a, b, clip=False, pool=None):
+    """MS-SSIM (Wang et al. 2003) in float64 numpy/scipy; 2×2 means (even sizes) unless ``pool``."""
     vals = []
     for j in range(5):
-        f = lambda t: gaussian_filter(t, 1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]  # 11 taps, valid
-        ma, mb = f(a), f(b)
-        va, vb, cov = f(a * a) - ma ** 2, f(b * b) - mb ** 2, f(a * b) - ma * mb
-        cs = (2 * cov + c2) / (va + vb + c2)
-        lum = (2 * ma * mb + c1) / (ma ** 2 + mb ** 2 + c1)
-        vals.append(max(0.0, (lum * cs).mean() if j == 4 else cs.mean()))
+        s, cs = _maps(a, b, clip)
+        vals.append(max(0.0, (s if j == 4 else cs).mean()))
         if j < 4:
-            a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean((1, 3))
-            b = b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2).mean((1, 3))
+            if pool is None:
+                a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean((1, 3))
+                b = b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2).mean((1, 3))
+            else:
+                a, b = pool(a), pool(b)
     return float(np.prod(np.array(vals) ** np.array(MS_SSIM_WEIGHTS)))
+
+
+def _yiq8(t):
+    """pyiqa's default input: Y of YIQ rounded to 8-bit levels, back on [0, 1]."""
+    y = t[0].permute(1, 2, 0).double().numpy() @ np.array([0.299, 0.587, 0.114])
+    return np.round(y * 255) / 255
 
 
 @pytest.mark.parametrize("sigma", [0.03, 0.2])
 def test_ms_ssim_matches_numpy_reference(sigma):
     d, x = _pair(176, 192, sigma)
-    assert float(MSSSIM()(d, x)) == pytest.approx(_ms_ssim_reference(_y(d), _y(x)), abs=1e-5)
+    assert float(MSSSIM(channel="y")(d, x)) == pytest.approx(_ms_ssim_reference(_y(d), _y(x)), abs=1e-5)
 
 
 def test_ms_ssim_matches_pytorch_msssim():
@@ -109,7 +139,7 @@ def test_ms_ssim_matches_pytorch_msssim():
     pm = pytest.importorskip("pytorch_msssim")
     d, x = _pair(192, 256, 0.1)
     ref_y = pm.ms_ssim(rgb_to_y(d), rgb_to_y(x), data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
-    assert float(MSSSIM()(d, x)) == pytest.approx(float(ref_y), abs=1e-5)
+    assert float(MSSSIM(channel="y")(d, x)) == pytest.approx(float(ref_y), abs=1e-5)
     ref_rgb = pm.ms_ssim(d, x, data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
     assert float(MSSSIM(channel="rgb")(d, x)) == pytest.approx(float(ref_rgb), abs=1e-5)
 
@@ -137,3 +167,65 @@ def test_ssim_too_small_and_bad_params():
         SSIM(win_size=10)
     with pytest.raises(InputError, match="channel"):
         MSSSIM(channel="lab")
+
+
+# ------------------------------------------------------------------ defaults (pyiqa's conventions)
+@pytest.mark.parametrize("size, sigma", [((64, 80), 0.05), ((77, 120), 0.3)])
+def test_ssim_default_is_rounded_yiq_with_clipped_cs(size, sigma):
+    """Bare-name ssim = Wang's SSIM on round(255·Y_yiq)/255 with cs clipped at 0. σ = 0.3 noise
+    makes some windows anti-correlated, so the clip matters there (checked below). Tolerance 1e-5
+    (float32 filtering against float64; measured ~1e-7)."""
+    d, x = _pair(*size, sigma=sigma)
+    m = ig.create_metric("ssim")
+    assert (m.channel, m.quantize, m.clip_cs) == ("yiq", True, True)
+    assert float(m(d, x)) == pytest.approx(_maps(_yiq8(d), _yiq8(x), clip=True)[0].mean(), abs=1e-5)
+    if sigma == 0.3:
+        assert abs(_maps(_yiq8(d), _yiq8(x), clip=False)[0].mean() - float(m(d, x))) > 1e-4
+
+
+def test_ssimc_is_rgb_rounded_with_clipped_cs():
+    d, x = _pair(64, 80, sigma=0.3)
+    ref = np.mean([_maps(np.round(d[0, c].double().numpy() * 255) / 255,
+                         np.round(x[0, c].double().numpy() * 255) / 255, clip=True)[0].mean() for c in range(3)])
+    assert float(ig.create_metric("ssimc")(d, x)) == pytest.approx(ref, abs=1e-5)
+
+
+@pytest.mark.parametrize("size", [(176, 192), (177, 195)])
+def test_ms_ssim_default_is_pyiqas(size):
+    """Bare-name ms_ssim: rounded YIQ luma, cs clipped, avg_pool2d zero-padded on odd sides (177×195
+    is odd at the first scales, where that border rule differs from msssim.m's mirror)."""
+    d, x = _pair(*size, sigma=0.1)
+    ref = _ms_ssim_reference(_yiq8(d), _yiq8(x), clip=True, pool=_zero_pool)
+    assert float(ig.create_metric("ms_ssim")(d, x)) == pytest.approx(ref, abs=1e-5)
+    if size[0] % 2:
+        sym = float(ig.create_metric("ms_ssim", pool_border="symmetric")(d, x))
+        assert abs(sym - ref) > 1e-5
+
+
+def test_specs_written_before_the_default_changed_keep_their_meaning():
+    """Canonical specs of the old defaults, as a store holds them, still score rgb2ycbcr Y with no
+    rounding, no clipping and msssim.m's pooling."""
+    d, x = _pair(177, 195, sigma=0.3)
+    old_ssim = ig.create_metric("ssim:channel=y,downsample=false,k1=0.01,k2=0.03,sigma=1.5,win_size=11")
+    assert (old_ssim.quantize, old_ssim.clip_cs) == (False, False)
+    assert float(old_ssim(d, x)) == pytest.approx(_sk(_y(d), _y(x)), abs=1e-5)
+    old_ms = ig.create_metric("ms_ssim:channel=y,k1=0.01,k2=0.03,sigma=1.5,win_size=11")
+    assert (old_ms.quantize, old_ms.clip_cs, old_ms.pool_border) == (False, False, "symmetric")
+    assert float(old_ms(d, x)) == pytest.approx(_ms_ssim_reference(_y(d), _y(x), pool=lambda a: _matlab_box_downsample(a, 2)), abs=1e-5)
+    for spec in ("ssim:channel=gray", "ssim:channel=rgb", "ms_ssim:channel=gray"):
+        assert not ig.create_metric(spec).quantize
+
+
+def test_default_gradient_is_straight_through():
+    """Rounding is in the forward pass only: the gradient is the unrounded SSIM's, never all zero."""
+    d, x = _pair(64, 64, sigma=0.05)
+    d = d.requires_grad_(True)
+    (g,) = torch.autograd.grad(ig.create_metric("ssim")(d, x).sum(), d)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+def test_flag_params_validated():
+    with pytest.raises(InputError, match="quantize"):
+        SSIM(quantize="yes")
+    with pytest.raises(InputError, match="pool_border"):
+        MSSSIM(pool_border="reflect")

@@ -1,7 +1,8 @@
 """BRISQUE (Mittal, Moorthy & Bovik 2012, "No-reference image quality assessment in the spatial domain").
 
 Features as the released MATLAB code computes them (``brisquescore.m``, ``brisque_feature.m``,
-``estimateggdparam.m``, ``estimateaggdparam.m``): grey levels in [0, 255] (``rgb2gray``); MSCN
+``estimateggdparam.m``, ``estimateaggdparam.m``): grey levels in [0, 255] (the release's
+``rgb2gray``; by default pyiqa's rounded YIQ luma, see ``BRISQUE``); MSCN
 coefficients (I − μ)/(σ + 1) with the 7×7 Gaussian window σ = 7/6 normalised to sum 1 and
 ``filter2(…, 'same')`` — i.e. zero padding; a GGD fit of the MSCN map (shape, variance) and AGGD
 fits of its products with the 4 circularly shifted neighbours (shape, mean, left and right
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..images import rgb_to_gray, rgb_to_y
 from ..registry import METRICS
 from .base import Metric
+from .channels import check_channel, grey_levels
 from .filters import _half_bicubic_taps, filter_stack, gaussian_kernel1d, pad_symmetric
-from .niqe import SHIFTS, aggd_fit, gamma_table, lookup_alpha
+from .niqe import NSS_CHANNELS, SHIFTS, aggd_fit, gamma_table, lookup_alpha
 
 MODEL_SHA256 = "19526fb799c4c7992ccc109fcfecddb25976ba024b194cd3ee275d27e8909c8d"   # svm.txt
 MIN_SIDE = 16
@@ -96,19 +97,20 @@ def nss_features(mscn: torch.Tensor, alpha_grid, r_grid, rinv_grid) -> torch.Ten
 class BRISQUE(Metric):
     """BRISQUE score with the published LIVE SVR (lower better; ≈0 pristine … ≈100 heavy distortion).
 
-    ``channel``: ``'gray'`` (MATLAB ``rgb2gray``, the release) or ``'y'`` (BT.601 luma, pyiqa's
-    default). ``quantize=True`` rounds the grey levels as the release's uint8 ``rgb2gray`` does
-    (straight-through gradient). Needs at least 16×16 pixels.
+    Input as pyiqa's ``brisque``: the Y of YIQ (``channel='yiq'``) rounded to integer grey levels
+    (``quantize=True``; straight-through gradient). ``channel='gray'`` is MATLAB ``rgb2gray`` (the
+    release, which reads uint8 images: add ``quantize=true``), ``'y'`` the ``rgb2ycbcr`` Y. The
+    SVR is the LIVE C++ release's, not the MATLAB release's that pyiqa downloads (module
+    docstring). Needs at least 16×16 pixels.
     """
 
     mode = "NR"
     lower_better = True
     differentiable = True
 
-    def __init__(self, channel: str = "gray", quantize: bool = False):
+    def __init__(self, channel: str = "yiq", quantize: bool = True):
         super().__init__()
-        if channel not in ("gray", "y"):
-            raise InputError(f"channel must be 'gray' or 'y', got {channel!r}")
+        check_channel(channel, NSS_CHANNELS)
         self.channel, self.quantize = channel, bool(quantize)
         model = svr_model()
         self.register_buffer("window1d", gaussian_kernel1d(7, 7 / 6), persistent=False)
@@ -132,9 +134,7 @@ class BRISQUE(Metric):
         h, w = x.shape[-2:]
         if min(h, w) < MIN_SIDE:
             raise InputError(f"brisque needs images of at least {MIN_SIDE}×{MIN_SIDE} px, got {h}×{w}")
-        g = (rgb_to_gray(x.double()) if self.channel == "gray" else rgb_to_y(x.double())) * 255.0
-        if self.quantize:
-            g = g + (torch.round(g) - g).detach()
+        g = grey_levels(x, self.channel, self.quantize)
         f1 = nss_features(self.mscn(g), self.alpha_grid, self.r_grid, self.rinv_grid)
         f2 = nss_features(self.mscn(imresize_half_any(g)), self.alpha_grid, self.r_grid, self.rinv_grid)
         return torch.cat([f1, f2], 1)

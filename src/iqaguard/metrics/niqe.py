@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..images import rgb_to_gray, rgb_to_y
 from ..registry import METRICS
 from .base import Metric
+from .channels import check_channel, grey_levels
 from .filters import filter_stack, imresize_half
 
+NSS_CHANNELS = ("yiq", "gray", "y")
 SHIFTS = ((0, 1), (1, 0), (1, 1), (-1, 1))       # computefeature.m: horizontal, vertical, two diagonals
 
 
@@ -137,20 +138,20 @@ def mvg_distance(feat: torch.Tensor, valid: torch.Tensor, mu_p: torch.Tensor, co
 class NIQE(Metric):
     """NIQE (lower better) with the published pristine model.
 
-    ``channel``: ``'gray'`` (MATLAB ``rgb2gray``, the released code) or ``'y'`` (BT.601 luma, BasicSR's
-    default). ``quantize=True`` rounds the grey levels like MATLAB's uint8 ``rgb2gray`` does
-    (straight-through gradient). Needs at least one patch per side and two patches in total
-    (the patch covariance needs two samples), i.e. ≥ 96×192 by default.
+    Defaults are pyiqa's ``niqe``: the Y of YIQ (``channel='yiq'``) rounded to integer grey levels
+    (``quantize=True``; straight-through gradient). ``channel='gray'`` is MATLAB ``rgb2gray`` (the
+    released code, which reads uint8 images: add ``quantize=true``), ``'y'`` the ``rgb2ycbcr`` Y
+    (BasicSR). Needs at least one patch per side and two patches in total (the patch covariance
+    needs two samples), i.e. ≥ 96×192 by default.
     """
 
     mode = "NR"
     lower_better = True
     differentiable = True
 
-    def __init__(self, channel: str = "gray", patch_size: int = 96, quantize: bool = False):
+    def __init__(self, channel: str = "yiq", patch_size: int = 96, quantize: bool = True):
         super().__init__()
-        if channel not in ("gray", "y"):
-            raise InputError(f"channel must be 'gray' or 'y', got {channel!r}")
+        check_channel(channel, NSS_CHANNELS)
         if int(patch_size) != patch_size or patch_size < 8 or patch_size % 2:
             raise InputError(f"patch_size must be an even integer ≥ 8, got {patch_size!r}")
         self.channel, self.patch_size, self.quantize = channel, int(patch_size), bool(quantize)
@@ -177,10 +178,7 @@ class NIQE(Metric):
         nh, nw = h // p, w // p
         if nh < 1 or nw < 1 or nh * nw < 2:
             raise InputError(f"niqe needs at least two {p}×{p} patches (≥ {p}×{2 * p} px), got {h}×{w}")
-        g = (rgb_to_gray(x.double()) if self.channel == "gray" else rgb_to_y(x.double())) * 255.0
-        if self.quantize:
-            g = g + (torch.round(g) - g).detach()
-        g = g[..., : nh * p, : nw * p]
+        g = grey_levels(x, self.channel, self.quantize)[..., : nh * p, : nw * p]
         feats, valid = [], []
         for scale in (1, 2):
             f, v = patch_features(self.mscn(g), p // scale, self.alpha_grid, self.r_grid)

@@ -1,51 +1,52 @@
 """PSNR: peak signal-to-noise ratio, 10·log10(1/MSE) for data range 1.
 
-Default channel is BT.601 luma (MATLAB ``rgb2ycbcr`` Y, pyiqa's ``test_y_channel``), the
-convention of published super-resolution/IQA tables; ``'gray'`` is MATLAB ``rgb2gray`` (what
-MATLAB's ``ssim`` sees after ``rgb2gray``, and pyiqa's default YIQ luma). Identical images would give +inf; the MSE
-is floored at ``mse_floor`` (default 1e-10 → 100 dB) so scores stay finite and comparable.
+Defaults are pyiqa's: ``psnr`` takes one MSE over the three RGB channels (pyiqa ``psnr``,
+scikit-image, the published TID2013 calibration values); ``psnry`` scores the Y of YIQ, unrounded
+(pyiqa ``psnry``: ``to_y_channel(x, 1.0, 'yiq')``). Other channels (``channels.py``) are a parameter.
+
+Identical images would give +inf. By default the MSE gets pyiqa's ε = 1e-8 added,
+−10·log10(MSE + 1e-8), so identical images score 80 dB and every value equals pyiqa's (the ε moves
+a 56 dB score by 0.017 dB). ``mse_floor=<number>`` instead floors the MSE there, the formula of
+specs written before the default changed (``mse_floor=1e-10`` → 100 dB).
 """
 from __future__ import annotations
 
 import torch
 
 from ..errors import InputError
-from ..images import rgb_to_gray, rgb_to_y
 from ..registry import METRICS
 from .base import Metric
+from .channels import check_channel, to_channels
 
-CHANNELS = ("y", "gray", "rgb")
-
-
-def check_channel(channel: str, allowed=CHANNELS) -> str:
-    if channel not in allowed:
-        raise InputError(f"channel must be one of {', '.join(map(repr, allowed))}, got {channel!r}")
-    return channel
-
-
-def to_channels(x: torch.Tensor, channel: str) -> torch.Tensor:
-    """``'y'`` → N×1×H×W BT.601 luma; ``'gray'`` → N×1×H×W ``rgb2gray``; ``'rgb'`` → the image."""
-    if channel == "y":
-        return rgb_to_y(x)
-    return rgb_to_gray(x) if channel == "gray" else x
+PYIQA_EPS = 1e-8
 
 
 @METRICS.register("psnr")
 class PSNR(Metric):
-    """PSNR in dB (higher better). ``channel='rgb'`` takes the MSE over all three channels."""
+    """PSNR in dB (higher better) over ``channel``: 'rgb' (default), 'yiq', 'y' or 'gray'."""
 
     mode = "FR"
     lower_better = False
     differentiable = True
 
-    def __init__(self, channel: str = "y", mse_floor: float = 1e-10):
+    def __init__(self, channel: str = "rgb", mse_floor: float | None = None):
         super().__init__()
         self.channel = check_channel(channel)
-        if not mse_floor > 0:
-            raise InputError(f"mse_floor must be > 0, got {mse_floor!r}")
-        self.mse_floor = float(mse_floor)
+        if mse_floor is not None and not (isinstance(mse_floor, (int, float)) and mse_floor > 0):
+            raise InputError(f"mse_floor must be a number > 0 or none, got {mse_floor!r}")
+        self.mse_floor = None if mse_floor is None else float(mse_floor)
 
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         d = to_channels(x, self.channel) - to_channels(ref, self.channel)
         mse = d.pow(2).flatten(1).mean(1)
+        if self.mse_floor is None:
+            return -10.0 * torch.log10(mse + PYIQA_EPS)
         return -10.0 * torch.log10(mse.clamp_min(self.mse_floor))
+
+
+@METRICS.register("psnry")
+class PSNRY(PSNR):
+    """pyiqa's ``psnry``: PSNR of the Y of YIQ (= ``psnr:channel=yiq``)."""
+
+    def __init__(self, mse_floor: float | None = None):
+        super().__init__("yiq", mse_floor)
