@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     td.add_argument("--train-images", type=int, default=32, metavar="N", help="training images (default 32)")
     td.add_argument("--out", default="iqaguard-out", metavar="DIR", help="the run's output folder (cache under DIR/trainable)")
     td.add_argument("--no-progress", action="store_true")
+    ce = sub.add_parser("certify", help="certified score interval of images under a smoothed metric")
+    ce.add_argument("images", nargs="+", metavar="IMAGE")
+    ce.add_argument("--metric", "-m", required=True, metavar="SPEC")
+    ce.add_argument("--defense", "-d", default="ms", metavar="SPEC", help="certified defense (default ms)")
+    ce.add_argument("--eps", type=float, default=0.25, help="ℓ2 radius to certify (pixels in [0,1]; default 0.25)")
+    ce.add_argument("--alpha", type=float, default=None, help="failure probability (default: the defense's, 0.001)")
+    ce.add_argument("--seed", type=int, default=0)
+    ce.add_argument("--ref", action="append", metavar="IMAGE", help="reference image per IMAGE (FR metrics)")
     sc = sub.add_parser("score", help="score one image with a metric")
     sc.add_argument("--metric", "-m", required=True, metavar="SPEC")
     sc.add_argument("image")
@@ -169,6 +177,17 @@ def _cmd_train_defense(args) -> int:
     return 0
 
 
+def _cmd_certify(args) -> int:
+    from .defenses.certified.command import certify_command
+
+    rows = certify_command(args.metric, args.defense, args.images, args.eps, args.alpha, args.seed, args.ref)
+    print("image\tscore\tlo\thi\tabstained\teps\tforwards\tseconds")
+    for r in rows:
+        print(f"{r['image']}\t{r['score']:.6g}\t{r['lo']:.6g}\t{r['hi']:.6g}\t{r['abstained']}\t{r['eps']:g}"
+              f"\t{r['forwards']}\t{r['seconds']:.2f}")
+    return 0
+
+
 def _cmd_score(args) -> int:
     import torch
 
@@ -221,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score,
-                "calibrate-budgets": _cmd_calibrate_budgets, "train-defense": _cmd_train_defense}
+                "calibrate-budgets": _cmd_calibrate_budgets, "train-defense": _cmd_train_defense,
+                "certify": _cmd_certify}
     if args.command is None:
         _parser().print_help()
         return 2
