@@ -42,8 +42,9 @@ FAMILIES = {
 }
 
 
-def group_sroccs(metric, size: int = 256) -> dict[tuple[str, str], float]:
-    """SROCC(score, −level) of every (photo, type) group of the bundled suite at ``size`` px."""
+def group_sroccs(metric, size: int = 256, percentiles: dict | None = None) -> dict[tuple[str, str], float]:
+    """SROCC(score, −level) of every (photo, type) group of the bundled suite at ``size`` px.
+    ``percentiles``: if given, receives the 1st and 99th percentile of the scores (``score_range``)."""
     ds = BundledDataset(size=size)
     scores, truth, groups = [], [], []
     with torch.no_grad():
@@ -53,6 +54,8 @@ def group_sroccs(metric, size: int = 256) -> dict[tuple[str, str], float]:
             truth += [it.truth for it in items]
             groups += [it.group for it in items]
     scores, truth, groups = np.array(scores), np.array(truth), np.array(groups)
+    if percentiles is not None:
+        percentiles.update(p1=float(np.percentile(scores, 1)), p99=float(np.percentile(scores, 99)))
     out = {}
     for g in dict.fromkeys(groups.tolist()):
         m = groups == g
@@ -88,11 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = {}
     for name in [n.strip() for n in a.names.split(",") if n.strip()]:
         w = str(Path(a.weights_dir) / f"{name}.safetensors") if a.weights_dir else ""
-        res[name] = summarise(group_sroccs(METRICS.create(name, weights=w)))
+        pct: dict = {}
+        res[name] = summarise(group_sroccs(METRICS.create(name, weights=w), percentiles=pct))
+        res[name].update({"score p1": pct["p1"], "score p99": pct["p99"]})
     names = list(res)
     print("| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for k in res[names[0]]:
-        print(f"| {k} | " + " | ".join(f"{res[n][k]:.3f}" for n in names) + " |")
+        print(f"| {k} | " + " | ".join(f"{res[n][k]:.4f}" if k.startswith("score") else f"{res[n][k]:.3f}"
+                                       for n in names) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -56,7 +56,7 @@ from iqaguard.seeds import derive_seed
 SIZE = 256
 BATCH = {"iqg-cnn": 32, "iqg-resnet": 16}
 CROP = {"iqg-cnn": 64, "iqg-resnet": 128}       # iqg-resnet pools globally: larger crops, nearer 256 px
-STEPS = {"iqg-cnn": 5000, "iqg-resnet": 5000}
+STEPS = {"iqg-cnn": 2500, "iqg-resnet": 2000}
 LR = {"iqg-cnn": 2e-3, "iqg-resnet": 1e-3}
 DB_CLIP = 40.0
 PRISTINE_REPEAT = 5          # the pristine image counts like one more group of 5 images

@@ -5,8 +5,9 @@ that ship with the package, with weights it can reproduce (``scripts/train_learn
 fixed seed, CPU, minutes) instead of downloading. Both learn, as in BIECON (Kim & Lee 2017,
 "Fully deep blind image quality predictor"), what a full-reference metric sees: the target of a
 distorted image is its MS-SSIM (RGB) against the pristine original, in decibels
-(−10·log10(1 − MS-SSIM), clipped to [0, 40] dB) scaled ×2.5 to [0, 100]. See
-docs/methods/learned_metrics.md for data, training and measured accuracy.
+(−10·log10(1 − MS-SSIM), clipped to [0, 40] dB) scaled ×2.5 to [0, 100]. The training content
+(other scikit-image photos, dead-leaves images) is disjoint from the bundled evaluation suite.
+See docs/methods/learned_metrics.md for data, training and measured held-out accuracy.
 
 - ``iqg-cnn``: CNNIQA-sized (Kang et al. 2014, "Convolutional Neural Networks for No-Reference
   Image Quality Assessment"): one 7×7 convolution (50 filters) over non-overlapping 32×32
