@@ -11,8 +11,10 @@ motorcycle_left) and matplotlib's Minduka photo, plus procedural colour dead-lea
 at full and half resolution (the bundled suite is downscaled to 256 px).
 
 Training pairs are what the smoothed metric sees: input ``clamp(x + σ·ε, 0, 1)`` with σ = 0.12
-(clamping is part of the smoothing pipeline), target ``x``; MSE loss, Adam, cosine learning
-rate, random 40×40 crops with flips. Reports the denoising PSNR on the six bundled photos
+(clamping is part of the smoothing pipeline), target ``x``; MSE loss, Adam (lr 3e-4, cosine
+decay), 1500 steps of 16 random 32×32 crops with flips; the last convolution starts at zero, so
+the net starts as the identity. (Measured on the way: lr 1e-3 with the default init gave only
++1.1 dB after 1200 steps, lr 2e-3 with the zero init collapsed to the identity, +0.15 dB.) Reports the denoising PSNR on the six bundled photos
 (256 px, seed 0 noise) before (noisy) and after (denoised). Deterministic for a fixed seed on
 the same machine (single-threaded torch).
 """
@@ -119,10 +121,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sigma", type=float, default=0.12)
     ap.add_argument("--channels", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--patch", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(1)

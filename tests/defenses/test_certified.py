@@ -103,7 +103,7 @@ def test_ms_interval_soundness_closed_form():
 def test_ms_attacked_score_within_certificate_and_wrong_bound_fails():
     """The smoothed score of the worst-case attacked image x + eps·u stays in the certificate for
     eps, and leaves the (wrong) certificate computed for eps/2 almost every time."""
-    runs, eps, v = 200, 0.25, 0.5
+    runs, eps, v = 100, 0.25, 0.5
     sm = ig.create_defense("ms").protect(toy_metric())
     sm.seeds = list(range(runs))
     x = flat(runs, v)
@@ -122,7 +122,7 @@ def test_rs_soundness_and_wrong_radius_fails():
     stds from both edges) every certificate at eps = 0.25 is the bin [0.5, 0.6] and the exact class
     probability at the worst shift stays > 1/2. At v = 0.6 − 0.2/√d the exact robust radius is 0.2:
     the certificate for eps/2 = 0.125 is granted, and the attack with ‖δ‖ = 0.25 leaves the bin."""
-    runs, eps = 300, 0.25
+    runs, eps = 200, 0.25
     rs = ig.create_defense("rs").protect(toy_metric())
     rs.seeds = list(range(runs))
     cert = rs.certify(flat(runs, 0.55), eps)

@@ -65,7 +65,9 @@ def test_dncnn_denoises_bundled_photos():
     assert psnr(y, x) - psnr(z, x) > GAIN_DB
 
 
-GAIN_DB = 4.0   # threshold below the measured gain (see the docs card), so a broken net fails
+# measured for the shipped net on these two photos: 18.94 → 22.88 dB (+3.94 dB); an untrained
+# (identity) net gives 0, the lr-2e-3 run that collapsed +0.15 dB
+GAIN_DB = 3.0
 
 
 def test_drs_differs_from_rs_on_the_same_seed():
@@ -110,7 +112,7 @@ def test_matching_timestep():
 
 def test_one_step_denoiser_is_the_posterior_mean():
     """With the exact ε-predictor, ddrs's one-step x̂₀ is E[x₀ | x_t]: its error variance is
-    V = s²(1−ᾱ)/(ᾱs² + 1 − ᾱ) on the [−1,1] scale (V/4 on [0,1]), far below the noise σ².
+    V = s²(1−ᾱ)/(ᾱs² + 1 − ᾱ) on the [−1,1] scale (V/4 on [0,1]), about half the noise σ².
     Asserted within 5 % (98,304 pixels: the standard error of a variance estimate is ≈ 0.5 %;
     ᾱ_t matches 2σ only to the timestep grid, worth < 1 %)."""
     s, sigma = 0.25, 0.12
@@ -124,7 +126,7 @@ def test_one_step_denoiser_is_the_posterior_mean():
     v = s * s * (1 - ab) / (ab * s * s + 1 - ab) / 4
     mse = float(((y - x) ** 2).mean())
     assert mse == pytest.approx(v, rel=0.05)
-    assert mse < 0.1 * sigma ** 2
+    assert mse < 0.6 * sigma ** 2                # V/4 = 0.0075 vs the noise σ² = 0.0144
     # a wrongly matched timestep (noise 1σ instead of 2σ) is measurably worse
     wrong = DiffusionDenoiser(GaussianEps(s), sigma / 2)
     assert float(((wrong(z, None) - x) ** 2).mean()) > 1.2 * mse
@@ -141,8 +143,9 @@ def tiny():
 
 
 def test_ddrs_and_densepure_real_path_with_tiny_unet(tiny):
-    m = ig.create_metric("iqg-cnn")
-    x = torch.cat([load_content("chelsea", 64), load_content("rocket", 64)])
+    """16-px images and a mean-pixel metric keep the tiny UNet cheap; the code path is the real one."""
+    m = ig.wrap_metric(lambda x: x.mean(dim=(1, 2, 3)), score_range=(0.0, 1.0), name="toy-mean")
+    x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
     for cls, extra, per_sample in ((DDRS, {}, 1), (DensePure, dict(steps=2, votes=3), 3)):
         d = cls.with_model(tiny, n0=4, n=6, **extra)
         assert d.family == "certified" and d.params["n"] == 6

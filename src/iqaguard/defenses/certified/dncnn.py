@@ -16,7 +16,7 @@ from ...errors import InputError
 from ..purification._learned import freeze, load_strict
 
 SHIPPED = "dncnn_sigma0.12.safetensors"
-SHIPPED_SHA256 = None  # filled in after training (scripts/train_dncnn.py prints it)
+SHIPPED_SHA256 = "5b7bc1c88e50a8bb4798cfbb2a851bcab475c35ebbeef748df7c193c384f4e80"
 SHIPPED_SIGMA = 0.12
 SHIPPED_CHANNELS = 24
 _META_CHANNELS = "iqaguard_dncnn_channels"
@@ -35,6 +35,7 @@ class DnCNN(nn.Module):
             mods += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
                      nn.ReLU(inplace=True)]
         mods.append(nn.Conv2d(channels, image_channels, 3, padding=1, bias=False))
+        nn.init.zeros_(mods[-1].weight)   # start at the identity (zero predicted noise)
         self.layers = nn.Sequential(*mods)
         self.channels, self.depth = channels, depth
 
