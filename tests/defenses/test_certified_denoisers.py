@@ -147,12 +147,12 @@ def test_ddrs_and_densepure_real_path_with_tiny_unet(tiny):
     m = ig.wrap_metric(lambda x: x.mean(dim=(1, 2, 3)), score_range=(0.0, 1.0), name="toy-mean")
     x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
     for cls, extra, per_sample in ((DDRS, {}, 1), (DensePure, dict(steps=2, votes=3), 3)):
-        d = cls.with_model(tiny, n0=4, n=6, **extra)
-        assert d.family == "certified" and d.params["n"] == 6
+        d = cls.with_model(tiny, n0=2, n=4, **extra)
+        assert d.family == "certified" and d.params["n"] == 4
         sm = d.protect(m)
         sm.seeds = [1, 2]
         c = sm.certify(x, 0.05)
-        assert sm.forwards == 2 * (4 + 6) * per_sample
+        assert sm.forwards == 2 * (2 + 4) * per_sample
         assert torch.isfinite(c.score).all() and c.abstained.dtype == torch.bool
         sm.seeds = [1, 2]
         assert torch.equal(sm.certify(x, 0.05).score, c.score)            # reproducible
