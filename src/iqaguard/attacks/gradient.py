@@ -75,6 +75,8 @@ class _LinfIterative(Attack):
 class FGSM(_LinfIterative):
     """One signed-gradient step of size eps (Goodfellow et al. 2015), clipped to [0,1]."""
 
+    budget_param = "eps"
+
     def __init__(self, eps: float = 4 / 255, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
         self.eps = check.nonneg(eps, "eps")
@@ -89,6 +91,8 @@ class FGSM(_LinfIterative):
 class IFGSM(_LinfIterative):
     """I-FGSM (Kurakin et al. 2017): ``steps`` signed steps of ``alpha``, projected onto the ℓ∞
     ball of radius eps and [0,1] after every step. Defaults are the study's setting."""
+
+    budget_param = "eps"
 
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  direction: str = "better", target: float | None = None):
@@ -106,6 +110,8 @@ class IFGSM(_LinfIterative):
 class MIFGSM(_LinfIterative):
     """MI-FGSM (Dong et al. 2018): I-FGSM on an accumulated, ℓ1-normalised gradient with
     momentum ``decay`` (μ = 1.0 in the paper)."""
+
+    budget_param = "eps"
 
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  decay: float = 1.0, direction: str = "better", target: float | None = None):
@@ -140,6 +146,8 @@ class AMIFGSM(_LinfIterative):
     K = (2, 4, 8)/255 × 3.65, the median NIQE of the six bundled pristine contents at 256 px, so a
     typical clean image gets the ℓ∞ levels of the other attacks.
     """
+
+    budget_param = "K"
 
     def __init__(self, K: float = 0.5, steps: int = 10, decay: float = 1.0, niqe_patch: int = 96,
                  direction: str = "better", target: float | None = None):
@@ -204,6 +212,8 @@ class PGD(_LinfIterative):
     eps·u^(1/d)). ``seed`` fixes the draw (a fresh generator per call), ``None`` uses torch's
     global generator.
     """
+
+    budget_param = "eps"
 
     def __init__(self, norm: str = "linf", eps: float = 4 / 255, alpha: float | None = None,
                  steps: int = 10, random_start: bool = True, seed: int | None = None,
