@@ -442,11 +442,16 @@ def test_amifgsm_raises_shipped_metric_score():
     assert (m(down(m, x)) < m(x)).all()
 
 
-def test_amifgsm_small_image_needs_smaller_niqe_patch():
+def test_amifgsm_small_image_fits_niqe_patch():
+    """Images under 96×192 px get the largest even NIQE patch that gives two patches (24×24 →
+    12 px), so the default works; the radius equals the one of an explicit niqe_patch=12."""
     x = images(n=1, size=24)
-    with pytest.raises(InputError, match="niqe"):
-        ATTACKS.create("amifgsm")(convnet(), x)
-    assert ATTACKS.create("amifgsm", niqe_patch=8)(convnet(), x).shape == x.shape
+    a = ATTACKS.create("amifgsm")
+    assert a.fitted_patch(24, 24) == 12 and a.fitted_patch(96, 192) == 96 and a.fitted_patch(64, 64) == 32
+    assert a(convnet(), x).shape == x.shape
+    torch.testing.assert_close(a.radius(x), ATTACKS.create("amifgsm", niqe_patch=12).radius(x))
+    with pytest.raises(InputError, match="8×16"):
+        a.fitted_patch(6, 40)
 
 
 @pytest.mark.parametrize("kw", [{"K": -0.1}, {"K": "a"}, {"K": float("inf")}, {"steps": 0},

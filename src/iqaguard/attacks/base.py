@@ -9,8 +9,8 @@ Trainable attacks (``trainable = True``, attacks/trainable.py) are fitted on a t
 before they are called.
 
 Never worse than the input: after ``perturb`` the base class scores, per image, the input, the
-candidate and the candidate as :meth:`Attack.quantize` stores it (one batched forward, counted as
-queries), and returns the input for every image where either version of the candidate does not
+candidate and the candidate as :meth:`Attack.quantize` stores it (three forwards of the batch,
+counted as queries), and returns the input for every image where either version of the candidate does not
 beat it. So ``quantize(attack(metric, x), x)`` — what the runner saves — never scores worse than
 ``x`` for the attack's objective when ``x`` is on the 8-bit grid (any PNG/JPEG image; otherwise
 ``quantize`` rounds the returned ``x`` itself, by less than half a level). Trainable (universal / generative) attacks are exempt:
@@ -127,12 +127,12 @@ class Attack:
     def keep_best(self, metric, x: torch.Tensor, x_adv: torch.Tensor,
                   ref: torch.Tensor | None) -> torch.Tensor:
         """Per image, ``x_adv`` if both it and its 8-bit version ``quantize(x_adv, x)`` score
-        strictly better than ``x`` for the objective, else ``x``. One forward of 3·N images
+        strictly better than ``x`` for the objective, else ``x``. Three forwards of the batch
         (counted in ``stats.queries``); ``self.improved`` holds the per-image choice."""
-        n = x.shape[0]
         xq = self.quantize(x_adv, x)
-        g = self.query(metric, torch.cat([x, x_adv, xq]), None if ref is None else torch.cat([ref] * 3))
-        g0, ga, gq = g[:n], g[n:2 * n], g[2 * n:]
+        # three batches of N, not one of 3·N: scores then match a scorer that sees the batch
+        # as given (batch-dependent float round-off; metrics that carry per-image state)
+        g0, ga, gq = (self.query(metric, t, ref) for t in (x, x_adv, xq))
         better = (ga > g0) & (gq > g0)
         self.improved = better
         if bool(better.all()):

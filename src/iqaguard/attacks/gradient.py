@@ -141,8 +141,9 @@ class AMIFGSM(_LinfIterative):
     sibling msu-video-group/vcr-bench (``attacks/amifgsm``) uses ε = 1/(8·NIQE). We read K as
     the scale of the radius, ε = K/NIQE(x) (K = 1: the methodology page, K = 1/8: vcr-bench);
     that reading is ours. Cleaner images (low NIQE) get a larger budget. The radius is per image,
-    from NIQE of the clean input (``niqe`` metric, 96-px patches as published; ``niqe_patch``
-    lowers it for images under 96×192 px), capped at 1. Budget presets (``attack_budgets.json``):
+    from NIQE of the clean input (``niqe`` metric, 96-px patches as published; for images under
+    96×192 px the largest even patch that still gives NIQE two patches, see ``fitted_patch``),
+    capped at 1. Budget presets (``attack_budgets.json``):
     K = (2, 4, 8)/255 × 3.65, the median NIQE of the six bundled pristine contents at 256 px, so a
     typical clean image gets the ℓ∞ levels of the other attacks.
     """
@@ -165,8 +166,9 @@ class AMIFGSM(_LinfIterative):
         """Per-image ℓ∞ radius K/NIQE(x), shape (N,); reused for the batch of the last call."""
         if self._last is not None and self._last[0].shape == x.shape and torch.equal(self._last[0], x):
             return self._last[1]
-        if self._niqe is None:
-            self._niqe = METRICS.create("niqe", patch_size=self.niqe_patch)
+        patch = self.fitted_patch(*x.shape[-2:])
+        if self._niqe is None or self._niqe.patch_size != patch:
+            self._niqe = METRICS.create("niqe", patch_size=patch)
         with torch.no_grad():
             q = self._niqe(x.detach()).to(x.dtype)
         ok = torch.isfinite(q) & (q > 0)
@@ -174,6 +176,16 @@ class AMIFGSM(_LinfIterative):
         eps = eps.clamp_(max=1.0)
         self._last = (x.detach().clone(), eps)
         return eps
+
+    def fitted_patch(self, h: int, w: int) -> int:
+        """``niqe_patch``, or — for images too small for two such patches — the largest even
+        patch (≥ 8 px) that gives NIQE its two patches, so the defaults work at any size ≥ 8×16."""
+        short, long = min(h, w), max(h, w)
+        fit = min(self.niqe_patch, short, long // 2)
+        fit -= fit % 2
+        if fit < 8:
+            raise InputError(f"amifgsm needs images of at least 8×16 px for NIQE, got {h}×{w}")
+        return fit
 
     @property
     def budget(self) -> float:
