@@ -172,7 +172,7 @@ def test_square_starts_from_x_and_accepts_only_improvements():
     adv = attack(metric, x)
     assert gain(attack, metric, adv) > gain(attack, metric, x) + 1e-3
     d = adv - x
-    assert set(torch.unique(d.abs().round(decimals=6)).tolist()) <= {0.0, 0.1}   # window values x ± eps
+    assert ((d.abs() < 1e-6) | ((d.abs() - 0.1).abs() < 1e-6)).all()   # window values x ± eps
 
 
 def test_parsimonious_reaches_linear_optimum():
@@ -208,14 +208,14 @@ def test_grad_est_normalised_step_follows_linear_gradient_and_tiles():
     x = torch.full((1, 3, size, size), 0.5)
     lin = Linear(size)
     metric = wrap_metric(lin, mode="NR", score_range=(-1.0, 1.0), name="linear")
-    attack = ATTACKS.create("grad-est", eps=0.5, tile=tile, pairs=400, steps=1, eta=0.1, seed=0)
+    attack = ATTACKS.create("grad-est", eps=0.5, tile=tile, pairs=1600, steps=1, eta=0.1, seed=0)
     adv = attack(metric, x)
     d = adv - x
     assert torch.equal(d[..., :tile, :tile], d[..., tile:, tile:])
     assert float(d[..., :tile, :tile].norm()) == pytest.approx(0.1, rel=1e-5)
     w_tiled = lin.w.unfold(2, tile, tile).unfold(3, tile, tile).sum(dim=(2, 3))
     cos = torch.nn.functional.cosine_similarity(d[..., :tile, :tile].flatten(), w_tiled.flatten(), dim=0)
-    # 800 probes in 192 dims: expected cosine ≈ sqrt(800/992) ≈ 0.9
+    # 1600 antithetic directions in 192 dims: expected cosine ≈ sqrt(P/(P+d)) = sqrt(1600/1792) ≈ 0.94
     assert cos > 0.85, cos
 
 
