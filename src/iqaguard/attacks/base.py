@@ -8,13 +8,14 @@ and counts the gradient calls and queries it used (``attack.stats`` after a call
 Trainable attacks (``trainable = True``, attacks/trainable.py) are fitted on a training split
 before they are called.
 
-Never worse than the input: after ``perturb`` the base class scores, per image, the input, the
-candidate and the candidate as :meth:`Attack.quantize` stores it (three forwards of the batch,
-counted as queries), and returns the input for every image where either version of the candidate does not
-beat it. So ``quantize(attack(metric, x), x)`` — what the runner saves — never scores worse than
-``x`` for the attack's objective when ``x`` is on the 8-bit grid (any PNG/JPEG image; otherwise
-``quantize`` rounds the returned ``x`` itself, by less than half a level). Trainable (universal / generative) attacks are exempt:
-their perturbation is fixed by design (``keeps_best = False``).
+Never worse than the input: after ``perturb`` the base class scores, per image, the input,
+the candidate and the candidate as :meth:`Attack.quantize` stores it (three forwards of the
+batch, counted as queries), and returns the input for every image where either version of the
+candidate does not beat it. So ``quantize(attack(metric, x), x)`` — what the runner saves — never
+scores worse than ``x`` for the attack's objective when ``x`` is on the 8-bit grid (any PNG/JPEG
+image; otherwise ``quantize`` rounds the returned ``x`` itself, by less than half a level).
+Trainable (universal / generative) attacks are exempt: their perturbation is fixed by design
+(``keeps_best = False``).
 """
 from __future__ import annotations
 
