@@ -10,7 +10,7 @@ import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
 
 import iqaguard
-from iqaguard.attacks.budgets import budget_params
+from iqaguard.attacks.budgets import budget_info, budget_params
 from iqaguard.attacks.colorization import CAdv, gamut_scale
 from iqaguard.attacks.colorizer import (AB_NORM, MASK_CENT, WEIGHTS_FILE, WEIGHTS_SHA256, load_colorizer)
 from iqaguard.data.bundled import load_content
@@ -118,7 +118,8 @@ def test_any_size_and_batch_independent(metric):
     attack = ATTACKS.create("cadv", steps=2, lr=0.005)
     both = attack(metric, x2)
     assert both.shape == x2.shape and torch.isfinite(both).all()
-    assert attack.stats.grad_calls == 2 and attack.stats.batch == 2 and attack.stats.queries == 0
+    # queries: the base class's final check scores x, x_adv and its 8-bit version (3 per image)
+    assert attack.stats.grad_calls == 2 and attack.stats.batch == 2 and attack.stats.queries == 3 * 2
     alone = attack(metric, x)
     assert (alone - both[:1]).abs().max() < 1e-4                              # per-image independent
     assert (both[:, :, -1] - x2[:, :, -1]).abs().max() > 0                    # last row attacked too
@@ -144,7 +145,13 @@ def test_params_round_trip_and_budget():
     assert a.params == b.params and b.lr == 0.001 and b.steps == 3 and b.hints == 20 and b.seed == 4
     assert a.threat == "color" and a.budget == 0.001 and a.white_box
     lrs = [budget_params("cadv", lvl)["lr"] for lvl in ("low", "medium", "high")]
-    assert lrs == sorted(lrs) and lrs[0] < 0.0005 < lrs[2]
+    assert lrs == sorted(lrs) and lrs[0] < lrs[1] < lrs[2]
+    # calibrated on RGB SSIM to the study's cadv categories 0.9 / 0.85 / 0.75 (search tolerance
+    # 5 % of 1 − SSIM, asserted 0.01)
+    info = budget_info("cadv")
+    assert info["rule"] == "ssim_rgb" and info["param"] == "lr"
+    got = [info["calibration"][lvl]["ssim_rgb"] for lvl in ("low", "medium", "high")]
+    assert got == pytest.approx([0.9, 0.85, 0.75], abs=0.01)
 
 
 @pytest.mark.parametrize("kw", [dict(lr=0), dict(lr=-1e-3), dict(lr="a"), dict(steps=1.5), dict(steps=-1),

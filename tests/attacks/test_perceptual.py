@@ -1,8 +1,10 @@
 """korhonen-et-al, zhang-et-al(-dists), ssah, madc: gains, constraints, building blocks.
 
-Independent references: the activity mask is rebuilt with scipy.ndimage (sobel with
-mode='nearest' = replicate padding, maximum_filter 5×5), the Haar LL band with a NumPy
-reshape-mean (the orthonormal Haar LL of Mallat's DWT divided by 2), SSIM with scikit-image.
+Independent references: the activity mask is rebuilt as the study's korhonen-et-al/run.py
+builds it, with scipy.ndimage (signed ``sobel`` along the last axis of the luma, zero border,
+``grey_dilation`` with the study's 5×5 disc), the SSAH low band with pywt (one-level Haar DWT,
+LL only, inverse DWT: the study's DWT_2D_tiny / IDWT_2D_tiny), MADC with a NumPy transcription
+of the study's madc/run.py loop, SSIM with scikit-image.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import iqaguard.attacks  # noqa: F401  (registers the attacks)
-from iqaguard.attacks.perceptual import RMSE_BOUND, _AdamAttack, activity_mask, haar_ll, rmse
+from iqaguard.attacks.perceptual import RMSE_BOUND, _AdamAttack, activity_mask, haar_low_band, rmse
 from iqaguard.errors import InputError
 from iqaguard.metrics.base import wrap_metric
 from iqaguard.registry import ATTACKS, METRICS
@@ -63,23 +65,48 @@ def sk_ssim(a, b):
 
 # -- building blocks --------------------------------------------------------------------
 
-def test_activity_mask_matches_scipy():
+DISC = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], bool)
+
+
+def test_activity_mask_matches_study_recipe():
     x = images(2, 32, seed=1)
     got = activity_mask(x).numpy()
     for i in range(2):
-        grey = x[i].mean(0).double().numpy()
-        mag = np.hypot(ndimage.sobel(grey, axis=1, mode="nearest"), ndimage.sobel(grey, axis=0, mode="nearest"))
-        mag /= mag.max()
-        ref = ndimage.maximum_filter(mag, size=5, mode="nearest")
+        r, g, b = x[i].double().numpy()
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        sob = ndimage.sobel(y)                       # default axis=-1, signed
+        inner = np.zeros_like(sob)
+        inner[1:-1, 1:-1] = sob[1:-1, 1:-1]
+        inner /= inner.max()
+        ref = ndimage.grey_dilation(inner, footprint=DISC, mode="nearest")
         np.testing.assert_allclose(got[i, 0], ref, atol=1e-5)
+    # signed, as in the study: on a broad left-to-right darkening ramp the map stays negative
+    # (the dilation keeps negatives only where the whole disc is negative)
+    cols = torch.arange(32.0)
+    profile = torch.where(cols < 16, 0.9 - 0.03 * cols, 0.45 + 0.02 * (cols - 16))
+    ramp = profile.view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous()
+    m = activity_mask(ramp)
+    assert (m[..., 4:28, 3:12] < 0).all() and (m[..., 4:28, 20:29] > 0).all()
 
 
-def test_haar_ll_matches_numpy_block_mean():
-    x = images(2, 33, seed=2)  # odd size: last row/column dropped
-    got = haar_ll(x).numpy()
-    a = x[..., :32, :32].double().numpy()
-    ll_orth = a.reshape(2, 3, 16, 2, 16, 2).sum(axis=(3, 5)) / 2.0  # orthonormal Haar LL
-    np.testing.assert_allclose(got, ll_orth / 2.0, atol=1e-6)
+def test_activity_mask_flat_image_is_ones():
+    """The study: a map whose maximum is 0 becomes all ones."""
+    assert torch.equal(activity_mask(torch.full((1, 3, 16, 16), 0.3)), torch.ones(1, 1, 16, 16))
+
+
+def test_haar_low_band_matches_numpy_dwt():
+    """One-level orthonormal Haar DWT, LL only, inverse DWT: LL = block sum / 2 and the inverse
+    spreads LL/2 over the block, i.e. every pixel becomes its 2×2 block mean."""
+    x = images(2, 32, seed=2)
+    got = haar_low_band(x).double().numpy()
+    a = x.double().numpy()
+    ll = a.reshape(2, 3, 16, 2, 16, 2).sum(axis=(3, 5)) / 2.0          # orthonormal Haar LL
+    ref = np.repeat(np.repeat(ll / 2.0, 2, axis=2), 2, axis=3)          # inverse DWT, LL only
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    # odd size: zero-padded to even (the study pads), cropped back
+    odd = images(1, 33, seed=3)
+    padded = torch.nn.functional.pad(odd, (0, 1, 0, 1))
+    torch.testing.assert_close(haar_low_band(odd), haar_low_band(padded)[..., :33, :33])
 
 
 # -- every attack --------------------------------------------------------------------------
@@ -186,13 +213,36 @@ def test_zhang_ssim_stays_high_and_penalty_helps():
     assert sk_ssim(za, x) > sk_ssim(pa, x)
 
 
-def test_ssah_low_band_closer_than_plain_adam():
-    metric, x = toy(), images(2, 48, seed=7)
-    sa = ATTACKS.create("ssah", lr=0.02, weight=50.0)(metric, x)
-    pa = _PlainAdam(lr=0.02)(metric, x)
-    d_ssah = (haar_ll(sa) - haar_ll(x)).abs().mean()
-    d_plain = (haar_ll(pa) - haar_ll(x)).abs().mean()
-    assert d_ssah < 0.8 * d_plain
+def test_ssah_penalty_is_the_studys_sum():
+    """weight·Σ SmoothL1 over the full-size low band (SmoothL1Loss(reduction='sum')): for small
+    differences d its gradient is weight·(low(x') − low(x)) per pixel, independent of the size."""
+    x = images(1, 16, seed=4)
+    xa = (x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    g = ATTACKS.create("ssah", weight=0.1).penalty_grad(xa, x)
+    torch.testing.assert_close(g, 0.1 * (haar_low_band(xa) - haar_low_band(x)), atol=1e-7, rtol=1e-5)
+
+
+def test_ssah_low_band_change_at_most_0_6_of_unpenalised_loop():
+    """Issue 11's done-when: on iqg-cnn (2 bundled images, 128 px, the medium lr preset) the
+    mean |low(x') − low(x)| of ssah is ≤ 0.6× that of the same Adam loop with weight 0.
+    Measured 0.434 at the shipped medium lr 2.39e-3 (0.645/255 vs 1.486/255; 0.48 at lr 0.002);
+    the per-image mean penalty of earlier versions gave 0.98 (1.239/255 vs 1.260/255)."""
+    from iqaguard.attacks.budgets import budget_params
+    from iqaguard.images import quantize_8bit
+    from iqaguard.registry import DATASETS
+
+    ds = DATASETS.create("bundled", size=128, levels="2")
+    x = quantize_8bit(torch.cat([it.load() for it in ds.items[:2]]))
+    metric = METRICS.create("iqg-cnn").eval()
+    lr = budget_params("ssah", "medium")["lr"]
+    change = {}
+    for w in (0.1, 0.0):
+        xa = ATTACKS.create("ssah", lr=lr, weight=w)(metric, x)
+        change[w] = float((haar_low_band(xa) - haar_low_band(x)).abs().mean())
+    ratio = change[0.1] / change[0.0]
+    print(f"ssah low-band change {change[0.1] * 255:.3f}/255 vs {change[0.0] * 255:.3f}/255 without "
+          f"the penalty: ratio {ratio:.3f} (lr {lr:.5g})")
+    assert ratio <= 0.6, change
 
 
 def test_madc_rmse_bound():
@@ -210,29 +260,48 @@ def test_madc_rmse_bound():
     assert (rmse(small, x) <= 2 / 255 + 1e-6).all()
 
 
-def test_madc_linear_metric_stops_on_the_sphere():
-    """Linear metric mean(w·x): ∇ = w is constant. Step 1 moves δ = lr·w/RMS(w) (RMSE lr); from
-    then on ∇ is parallel to δ ∝ ∇RMSE, its tangential part is 0 and MADC stays put — the
-    maximum of a linear score on the RMSE sphere (Wang & Simoncelli's extremum)."""
+def _study_madc(x, w, lr, steps, bound):
+    """NumPy transcription of the study's madc/run.py loop for the linear score mean(w·x)
+    (higher better: loss = 1 − score, so the descent step −lr·sign(∇loss) is +lr·sign(∇score))."""
+    x0 = x.copy()
+    xa = x.copy()
+    grad_score = w / w.size
+    for i in range(steps):
+        g2 = grad_score
+        if i < 1:
+            pg = g2
+        else:
+            d = xa - x0
+            r = np.sqrt((d ** 2).mean())
+            g1 = d / (d.size * r)                                  # ∇RMSE
+            pg = g2 - (g1 * g2).sum() / (g1 * g1).sum() * g1
+        xa = xa + lr * np.sign(pg)
+        while np.sqrt(((xa - x0) ** 2).mean()) > bound:
+            xa = np.clip(xa - 0.0005 * np.sign(xa - x0), 0, 1)
+        xa = np.clip(xa, 0, 1)
+    return xa
+
+
+def test_madc_matches_study_loop_on_linear_metric():
     g = torch.Generator().manual_seed(2)
-    w = torch.randn(1, 3, 32, 32, generator=g)
+    w = torch.randn(1, 3, 16, 16, generator=g)
     metric = wrap_metric(lambda x: (x * w).mean(dim=(1, 2, 3)), mode="NR", score_range=(-1.0, 1.0),
                          name="linear")
-    x = torch.full((2, 3, 32, 32), 0.5)
-    lr = 0.004
-    xa = ATTACKS.create("madc", lr=lr, steps=5, bound=1.0)(metric, x)
-    expected = x + lr * w / w.pow(2).mean().sqrt()
-    torch.testing.assert_close(xa, expected, atol=2e-6, rtol=0)
+    x = images(1, 16, seed=11)
+    for lr, steps, bound in ((0.004, 5, 1.0), (0.01, 8, 0.02)):
+        got = ATTACKS.create("madc", lr=lr, steps=steps, bound=bound)(metric, x)
+        ref = _study_madc(x[0].double().numpy(), w[0].double().numpy(), lr, steps, bound)
+        np.testing.assert_allclose(got[0].double().numpy(), ref, atol=1e-5)
 
 
-def test_madc_tangential_steps_grow_rmse_slowly():
-    """Without the bound, each later step is orthogonal to δ, so RMSE² grows by at most lr² per
-    step (Pythagoras; clamping only shrinks δ): RMSE ≤ sqrt(steps)·lr."""
+def test_madc_linf_at_most_steps_times_lr():
+    """Every sign step moves each pixel by lr: ‖x' − x‖∞ ≤ steps·lr (the study's calibrated
+    lr × 8 steps are its ℓ∞ levels 2/4/8 /255)."""
     metric, x = toy(), images(2, 32, seed=3)
     lr = 0.003
     xa = ATTACKS.create("madc", lr=lr, steps=6, bound=1.0)(metric, x)
-    r = rmse(xa, x)
-    assert (r <= 6 ** 0.5 * lr * (1 + 1e-4)).all() and (r >= lr * 0.99).all(), r
+    linf = (xa - x).abs().flatten(1).amax(dim=1)
+    assert (linf <= 6 * lr + 1e-6).all() and (linf >= lr - 1e-6).all(), linf
 
 
 def test_batch_matches_single():
@@ -241,4 +310,12 @@ def test_batch_matches_single():
         a = ATTACKS.create(name, lr=0.01)
         batch = a(metric, x)
         single = torch.cat([a(metric, x[i:i + 1]) for i in range(3)])
-        torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
+        if name == "madc":
+            # the study's sign step: sign() of a projected gradient that is ~0 on a few pixels can
+            # flip with batch-dependent float round-off; such a pixel differs by at most 2·lr
+            diff = (batch - single).abs()
+            assert (diff > 1e-5).float().mean() < 1e-3 and diff.max() <= 2 * 0.01 + 1e-6
+            continue
+        # ssah: where the metric gradient and the summed low-band penalty nearly cancel, Adam's
+        # m/(sqrt(v)+1e-8) normalises float round-off up to a visible step (measured 4e-5)
+        torch.testing.assert_close(batch, single, atol=1e-4 if name == "ssah" else 1e-5, rtol=0)

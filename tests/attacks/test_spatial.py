@@ -50,11 +50,14 @@ def test_stadv_raises_score_and_output_is_a_warp():
     a = ATTACKS.create("stadv", lr=1.0)
     x_adv = a(m, x)
     gain = m(x_adv) - m(x)
-    assert (gain > 0.1).all(), gain  # measured ≈ 0.22–0.28
+    # 3 L-BFGS iterations (max_iter=1, the study's): measured 0.098 / 0.115 / 0.103 (with the
+    # 75 evaluations of earlier versions: 0.22–0.28)
+    assert (gain > 0.05).all(), gain
     ref = np_warp(x.numpy(), a.last_flow.numpy())
     assert np.abs(x_adv.numpy() - ref).max() < 1e-4
     assert a.threat == "spatial" and a.budget == 1.0 and a.white_box
-    assert 0 < a.stats.grad_calls <= a.steps * a.max_eval and a.stats.queries == 0
+    # max_iter=1, no line search: one evaluation per L-BFGS step; 3 scores per image by the base class
+    assert a.stats.grad_calls == a.steps * a.max_iter == 3 and a.stats.queries == 3 * x.shape[0]
     assert torch.allclose(a.last_flow_loss, flow_loss(a.last_flow))
     assert torch.allclose(a.last_max_flow, a.last_flow.norm(dim=1).flatten(1).amax(1))
     q = a.quantize(x_adv, x)
@@ -92,20 +95,21 @@ def test_stadv_fr_direction_and_default_params():
     x, ref = smooth(2, 0), smooth(2, 3)
     fr = wrap_metric(lambda a, b: -((a - b) ** 2).mean(dim=(1, 2, 3)), mode="FR",
                      score_range=(-1.0, 0.0), name="neg_mse")
-    x_adv = ATTACKS.create("stadv", lr=1.0, steps=1)(fr, x, ref)
+    x_adv = ATTACKS.create("stadv", lr=1.0)(fr, x, ref)
     assert (fr(x_adv, ref) > fr(x, ref)).all()
     m = pattern_metric()
-    worse = ATTACKS.create("stadv", lr=1.0, steps=1, direction="worse")(m, x)
+    worse = ATTACKS.create("stadv", lr=1.0, direction="worse")(m, x)
     assert (m(worse) < m(x)).all()
     d = ATTACKS.create("stadv")
-    assert (d.lr, d.steps, d.max_eval, d.adv_weight, d.smooth_weight) == (2.5, 3, 25, 50.0, 1e-5)
+    # the study's stadv/run.py: LBFGS(lr=2.5, max_iter=1, max_eval=25) stepped 3 times, 50 / 1e-5
+    assert (d.lr, d.steps, d.max_iter, d.max_eval, d.adv_weight, d.smooth_weight) == (2.5, 3, 1, 25, 50.0, 1e-5)
     x_adv = d(m, x)  # the study's default runs and returns a valid image of the same shape
     assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
     assert ATTACKS.create("stadv", **d.params).params == d.params
 
 
 def test_stadv_errors():
-    for bad in ({"lr": 0}, {"lr": -1}, {"steps": 0}, {"max_eval": 2.5}, {"adv_weight": float("nan")},
+    for bad in ({"lr": 0}, {"lr": -1}, {"steps": 0}, {"max_eval": 2.5}, {"max_iter": 0}, {"adv_weight": float("nan")},
                 {"smooth_weight": -1}):
         with pytest.raises(InputError):
             ATTACKS.create("stadv", **bad)

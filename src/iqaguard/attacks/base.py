@@ -7,6 +7,15 @@ the study's threat, loss ``1 − sign·score/range``. ``direction="worse"`` push
 and counts the gradient calls and queries it used (``attack.stats`` after a call).
 Trainable attacks (``trainable = True``, attacks/trainable.py) are fitted on a training split
 before they are called.
+
+Never worse than the input: after ``perturb`` the base class scores, per image, the input,
+the candidate and the candidate as :meth:`Attack.quantize` stores it (three forwards of the
+batch, counted as queries), and returns the input for every image where either version of the
+candidate does not beat it. So ``quantize(attack(metric, x), x)`` — what the runner saves — never
+scores worse than ``x`` for the attack's objective when ``x`` is on the 8-bit grid (any PNG/JPEG
+image; otherwise ``quantize`` rounds the returned ``x`` itself, by less than half a level).
+Trainable (universal / generative) attacks are exempt: their perturbation is fixed by design
+(``keeps_best = False``).
 """
 from __future__ import annotations
 
@@ -40,6 +49,10 @@ class Attack:
     threat: str = "linf"
     white_box: bool = True
     trainable: bool = False       # True: needs fit(metric, images) (or fit_or_load) before a call
+    keeps_best: bool = True       # return the input for images the attack did not improve
+    #: the constructor parameter that sets the attack's strength (the one tables/attack_budgets.json
+    #: names): the engine compares budgets through it. Every registered attack declares its own.
+    budget_param: str = ""
     name: str = ""
     params: dict[str, Any] = {}
 
@@ -103,11 +116,29 @@ class Attack:
         try:
             with torch.enable_grad():
                 x_adv = self.perturb(metric, x.detach(), None if ref is None else ref.detach())
+            x_adv = x_adv.detach().clamp(0, 1)
+            if self.keeps_best:
+                x_adv = self.keep_best(metric, x.detach(), x_adv, None if ref is None else ref.detach())
         finally:
             if was_training:
                 metric.train()
         self.stats.seconds = time.perf_counter() - start
-        return x_adv.detach().clamp(0, 1)
+        return x_adv
+
+    def keep_best(self, metric, x: torch.Tensor, x_adv: torch.Tensor,
+                  ref: torch.Tensor | None) -> torch.Tensor:
+        """Per image, ``x_adv`` if both it and its 8-bit version ``quantize(x_adv, x)`` score
+        strictly better than ``x`` for the objective, else ``x``. Three forwards of the batch
+        (counted in ``stats.queries``); ``self.improved`` holds the per-image choice."""
+        xq = self.quantize(x_adv, x)
+        # three batches of N, not one of 3·N: scores then match a scorer that sees the batch
+        # as given (batch-dependent float round-off; metrics that carry per-image state)
+        g0, ga, gq = (self.query(metric, t, ref) for t in (x, x_adv, xq))
+        better = (ga > g0) & (gq > g0)
+        self.improved = better
+        if bool(better.all()):
+            return x_adv
+        return torch.where(better.view(-1, 1, 1, 1), x_adv, x)
 
     def perturb(self, metric, x: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -89,6 +89,7 @@ class CAdv(Attack):
     """
 
     threat = "color"
+    budget_param = "lr"
 
     def __init__(self, lr: float = 0.0005, steps: int = 10, hints: int = 50, clusters: int = 8, k: int = 4,
                  seed: int = 0, weights: str = "", direction: str = "better", target: float | None = None):

@@ -75,6 +75,8 @@ class _LinfIterative(Attack):
 class FGSM(_LinfIterative):
     """One signed-gradient step of size eps (Goodfellow et al. 2015), clipped to [0,1]."""
 
+    budget_param = "eps"
+
     def __init__(self, eps: float = 4 / 255, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
         self.eps = check.nonneg(eps, "eps")
@@ -89,6 +91,8 @@ class FGSM(_LinfIterative):
 class IFGSM(_LinfIterative):
     """I-FGSM (Kurakin et al. 2017): ``steps`` signed steps of ``alpha``, projected onto the ℓ∞
     ball of radius eps and [0,1] after every step. Defaults are the study's setting."""
+
+    budget_param = "eps"
 
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  direction: str = "better", target: float | None = None):
@@ -106,6 +110,8 @@ class IFGSM(_LinfIterative):
 class MIFGSM(_LinfIterative):
     """MI-FGSM (Dong et al. 2018): I-FGSM on an accumulated, ℓ1-normalised gradient with
     momentum ``decay`` (μ = 1.0 in the paper)."""
+
+    budget_param = "eps"
 
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  decay: float = 1.0, direction: str = "better", target: float | None = None):
@@ -135,11 +141,14 @@ class AMIFGSM(_LinfIterative):
     sibling msu-video-group/vcr-bench (``attacks/amifgsm``) uses ε = 1/(8·NIQE). We read K as
     the scale of the radius, ε = K/NIQE(x) (K = 1: the methodology page, K = 1/8: vcr-bench);
     that reading is ours. Cleaner images (low NIQE) get a larger budget. The radius is per image,
-    from NIQE of the clean input (``niqe`` metric, 96-px patches as published; ``niqe_patch``
-    lowers it for images under 96×192 px), capped at 1. Budget presets (``attack_budgets.json``):
+    from NIQE of the clean input (``niqe`` metric, 96-px patches as published; for images under
+    96×192 px the largest even patch that still gives NIQE two patches, see ``fitted_patch``),
+    capped at 1. Budget presets (``attack_budgets.json``):
     K = (2, 4, 8)/255 × 3.65, the median NIQE of the six bundled pristine contents at 256 px, so a
     typical clean image gets the ℓ∞ levels of the other attacks.
     """
+
+    budget_param = "K"
 
     def __init__(self, K: float = 0.5, steps: int = 10, decay: float = 1.0, niqe_patch: int = 96,
                  direction: str = "better", target: float | None = None):
@@ -157,8 +166,9 @@ class AMIFGSM(_LinfIterative):
         """Per-image ℓ∞ radius K/NIQE(x), shape (N,); reused for the batch of the last call."""
         if self._last is not None and self._last[0].shape == x.shape and torch.equal(self._last[0], x):
             return self._last[1]
-        if self._niqe is None:
-            self._niqe = METRICS.create("niqe", patch_size=self.niqe_patch)
+        patch = self.fitted_patch(*x.shape[-2:])
+        if self._niqe is None or self._niqe.patch_size != patch:
+            self._niqe = METRICS.create("niqe", patch_size=patch)
         with torch.no_grad():
             q = self._niqe(x.detach()).to(x.dtype)
         ok = torch.isfinite(q) & (q > 0)
@@ -166,6 +176,16 @@ class AMIFGSM(_LinfIterative):
         eps = eps.clamp_(max=1.0)
         self._last = (x.detach().clone(), eps)
         return eps
+
+    def fitted_patch(self, h: int, w: int) -> int:
+        """``niqe_patch``, or — for images too small for two such patches — the largest even
+        patch (≥ 8 px) that gives NIQE its two patches, so the defaults work at any size ≥ 8×16."""
+        short, long = min(h, w), max(h, w)
+        fit = min(self.niqe_patch, short, long // 2)
+        fit -= fit % 2
+        if fit < 8:
+            raise InputError(f"amifgsm needs images of at least 8×16 px for NIQE, got {h}×{w}")
+        return fit
 
     @property
     def budget(self) -> float:
@@ -204,6 +224,8 @@ class PGD(_LinfIterative):
     eps·u^(1/d)). ``seed`` fixes the draw (a fresh generator per call), ``None`` uses torch's
     global generator.
     """
+
+    budget_param = "eps"
 
     def __init__(self, norm: str = "linf", eps: float = 4 / 255, alpha: float | None = None,
                  steps: int = 10, random_start: bool = True, seed: int | None = None,

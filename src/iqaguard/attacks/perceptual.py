@@ -33,29 +33,36 @@ RMSE_BOUND = 10 / 255
 
 
 def activity_mask(x: torch.Tensor) -> torch.Tensor:
-    """Korhonen & You's spatial-activity map, (N,1,H,W) in [0,1].
+    """The study's spatial-activity map for Korhonen & You (``korhonen-et-al/run.py``), (N,1,H,W).
 
-    Sobel gradient magnitude of the grey image (channel mean; replicate padding so a
-    flat border stays zero), divided by its per-image maximum, then dilated with a 5×5 max
-    filter so the mask also covers the pixels next to edges. Flat regions get exactly 0.
+    Signed Sobel derivative along the columns (``scipy.ndimage.sobel`` default axis: kernel
+    [−1,0,1] across, [1,2,1] down) of the BT.601 luma Y (the study's limited-range Y; an affine
+    change of Y does not survive the normalisation), a one-pixel border set to 0, divided by its
+    per-image maximum (the map stays *signed*: on left-to-right darkening edges it is negative,
+    and the study's gradient there is reversed), then grey-dilated with the study's 5×5 disc
+    (a 5×5 square without its corners). An image whose maximum is ≤ 0 gets a map of ones, as in
+    the study. Flat regions get exactly 0 and never move.
     """
-    grey = x.mean(dim=1, keepdim=True)
+    y = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype)
-    kernels = torch.stack([k, k.t()]).unsqueeze(1)  # (2,1,3,3): d/dx, d/dy
-    g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
-    mag = g.pow(2).sum(dim=1, keepdim=True).sqrt()
-    peak = mag.amax(dim=(1, 2, 3), keepdim=True)
-    mag = mag / torch.where(peak > 0, peak, torch.ones_like(peak))
-    return F.max_pool2d(mag, kernel_size=5, stride=1, padding=2)
+    sob = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
+    inner = torch.zeros_like(sob)
+    inner[..., 1:-1, 1:-1] = sob[..., 1:-1, 1:-1]
+    peak = inner.amax(dim=(1, 2, 3), keepdim=True)
+    m = torch.where(peak > 0, inner / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.ones_like(inner))
+    # the 5×5 disc is the union of a 3×5 and a 5×3 rectangle: max over both (−inf padding)
+    return torch.maximum(F.max_pool2d(m, (3, 5), stride=1, padding=(1, 2)),
+                         F.max_pool2d(m, (5, 3), stride=1, padding=(2, 1)))
 
 
-def haar_ll(x: torch.Tensor) -> torch.Tensor:
-    """Low-frequency (LL) band of a one-level Haar DWT, as the 2×2 block average.
-
-    (The orthonormal Haar LL is twice this; the factor only rescales the SmoothL1 term.) An odd
-    last row/column has no partner and is dropped, as in a valid-mode DWT.
-    """
-    return F.avg_pool2d(x, kernel_size=2, stride=2)
+def haar_low_band(x: torch.Tensor) -> torch.Tensor:
+    """The study's SSAH low band at full size: one-level Haar DWT, LL only, inverse DWT — every
+    2×2 block replaced by its mean. Odd sizes are zero-padded to even (as the study pads), and
+    the padding is cropped off again."""
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (0, w % 2, 0, h % 2))
+    low = F.avg_pool2d(xp, kernel_size=2, stride=2)
+    return low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., :h, :w]
 
 
 class _AdamAttack(Attack):
@@ -63,6 +70,7 @@ class _AdamAttack(Attack):
     optional fixed per-pixel gradient mask, clamped to [0,1] after every step."""
 
     threat = "perceptual"
+    budget_param = "lr"
 
     def __init__(self, lr: float, steps: int, direction: str, target: float | None):
         super().__init__(direction=direction, target=target)
@@ -102,10 +110,11 @@ class _AdamAttack(Attack):
 
 @ATTACKS.register("korhonen-et-al")
 class KorhonenEtAl(_AdamAttack):
-    """Korhonen & You 2022: Adam on the image for ``steps`` iterations with the gradient
-    multiplied by :func:`activity_mask` of the clean image, so the change lands in textured
-    regions where it is masked; where the map is 0 the pixel never moves (Adam's update of an
-    all-zero gradient is exactly 0). ``lr`` default 0.005 is the study's."""
+    """Korhonen & You 2022 as the study runs it: Adam on the image for ``steps`` iterations with
+    the gradient multiplied by :func:`activity_mask` of the clean image (the study's signed
+    one-axis Sobel map), so the change lands on vertical edges and texture; where the map is 0
+    the pixel never moves (Adam's update of an all-zero gradient is exactly 0). ``lr`` default
+    0.005 and 10 steps are the study's."""
 
     def __init__(self, lr: float = 0.005, steps: int = 10, direction: str = "better",
                  target: float | None = None):
@@ -158,9 +167,12 @@ class ZhangEtAlDISTS(ZhangEtAl):
 
 @ATTACKS.register("ssah")
 class SSAH(_AdamAttack):
-    """SSAH (Luo et al. 2022) as adapted by the study: Adam minimising
-    ``−gain + weight·SmoothL1(LL(x'), LL(x))`` with LL the Haar low band (:func:`haar_ll`),
-    so the attack is pushed into high frequencies. SmoothL1 (β = 1) is averaged per image."""
+    """SSAH (Luo et al. 2022) as the study adapts it (``ssah/run.py``): Adam minimising
+    ``−gain + weight·Σ SmoothL1(low(x'), low(x))`` with ``low`` the full-size Haar low band
+    (:func:`haar_low_band`) and the SmoothL1 (β = 1) *summed* over every pixel and channel, as
+    the study's ``SmoothL1Loss(reduction='sum')`` does, so the penalty grows with the image
+    size and the attack is pushed into high frequencies. ``weight`` 0.1, ``lr`` 0.001 and 10
+    steps are the study's."""
 
     def __init__(self, lr: float = 0.001, steps: int = 10, weight: float = 0.1,
                  direction: str = "better", target: float | None = None):
@@ -171,8 +183,8 @@ class SSAH(_AdamAttack):
         if self.weight == 0:
             return None
         xa = x_adv.detach().requires_grad_(True)
-        low = F.smooth_l1_loss(haar_ll(xa), haar_ll(x), reduction="none", beta=1.0)
-        (g,) = torch.autograd.grad(self.weight * low.mean(dim=(1, 2, 3)).sum(), xa)
+        low = F.smooth_l1_loss(haar_low_band(xa), haar_low_band(x), reduction="sum", beta=1.0)
+        (g,) = torch.autograd.grad(self.weight * low, xa)
         return g
 
 
@@ -183,21 +195,24 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @ATTACKS.register("madc")
 class MADC(Attack):
-    """MAD competition (Wang & Simoncelli 2008) as in the study: ``steps`` iterations, each one
+    """MAD competition (Wang & Simoncelli 2008) as the study runs it (``madc/run.py``): ``steps``
+    iterations, each one
 
-    1. a step ``lr·(∇ − radial part)/RMS(∇)``: the metric gradient scaled to RMS ``lr``, with
-       its component along ∇RMSE(x', x) ∝ δ removed (to first order the RMSE does not change),
-    2. a correction back onto the level set: if RMSE(x', x) > ``bound``, δ is scaled to RMSE =
-       ``bound`` (the nearest point, since ∇RMSE is parallel to δ), then clamped to [0,1]
-       (clamping only shrinks |δ|, so RMSE ≤ bound still holds).
+    1. a sign step ``x' ← x' + lr·sign(∇ − proj)``: the gain gradient with its component along
+       ∇RMSE(x', x) ∝ δ removed (per image; none on the first step, where δ = 0), so to first
+       order the step slides along the RMSE level set;
+    2. a correction back inside the level set: while RMSE(x', x) > ``bound`` (10/255), every
+       pixel moves ``0.0005·sign(δ)`` toward x (the study's signed descent on the RMSE), then
+       clamped to [0,1].
 
-    The start is x itself (RMSE 0, ∇RMSE undefined → no projection), so the first step is a
-    plain normalised gradient step of RMSE ``lr``; later steps slide along the sphere (growing
-    RMSE only at second order) and the correction keeps it under the bound. Threat ``"l2"``; ``budget`` is the bound
-    in RMSE units (ℓ2 norm = bound·sqrt(C·H·W)), default 10/255.
+    Every step moves every pixel by ``lr``, so ‖x' − x‖∞ ≤ steps·lr (the study's calibrated lr
+    9.8e-4 / 1.96e-3 / 3.92e-3 × 8 steps are exactly 2, 4, 8 /255). Threat ``"l2"``; ``budget``
+    is the RMSE bound (ℓ2 norm = bound·sqrt(C·H·W)); the strength is ``lr`` (``budget_param``).
     """
 
     threat = "l2"
+    budget_param = "lr"           # the sign-step size (the study's calibrated parameter), not the RMSE bound
+    CORRECTION = 0.0005           # the study's step back toward x while RMSE > bound
 
     def __init__(self, lr: float = 0.001, steps: int = 8, bound: float = RMSE_BOUND,
                  direction: str = "better", target: float | None = None):
@@ -215,16 +230,16 @@ class MADC(Attack):
         for _ in range(self.steps):
             _, grad = self.gain_and_grad(metric, x_adv, ref)
             delta = x_adv - x
-            # ∇RMSE ∝ δ: remove the component of the metric gradient along δ.
+            # ∇RMSE ∝ δ: remove the component of the gain gradient along δ (zero when δ = 0).
             dd = delta.pow(2).sum(dim=(1, 2, 3))
             coef = (grad * delta).sum(dim=(1, 2, 3)) / torch.where(dd > 0, dd, torch.ones_like(dd))
-            # Scale by the RMS of the *full* gradient: a step of size lr along ∇ whose radial part
-            # is dropped. (Normalising the projected gradient instead would blow float noise up
-            # to a full step when ∇ is nearly parallel to δ, i.e. at an optimum on the level set.)
-            rms = grad.pow(2).mean(dim=(1, 2, 3)).sqrt()
-            step = (grad - _per_image(coef) * delta) / _per_image(torch.where(rms > 0, rms, torch.ones_like(rms)))
-            delta = delta + self.lr * step
-            r = delta.pow(2).mean(dim=(1, 2, 3)).sqrt()
-            factor = torch.where(r > self.bound, self.bound / r.clamp_min(1e-30), torch.ones_like(r))
-            x_adv = (x + delta * _per_image(factor)).clamp_(0.0, 1.0)
+            x_adv = x_adv + self.lr * (grad - _per_image(coef) * delta).sign()
+            # back inside the level set: signed steps toward x while RMSE > bound (per image)
+            for _ in range(int(2 / self.CORRECTION)):
+                over = rmse(x_adv, x) > self.bound
+                if not bool(over.any()):
+                    break
+                x_adv = torch.where(_per_image(over), x_adv - self.CORRECTION * (x_adv - x).sign(), x_adv)
+                x_adv = x_adv.clamp_(0.0, 1.0)
+            x_adv = x_adv.clamp_(0.0, 1.0)
         return x_adv

@@ -67,6 +67,7 @@ class PatchRS(Attack):
 
     threat = "sparse"
     white_box = False
+    budget_param = "eps"          # the patch area in pixels
 
     def __init__(self, eps: int = 169, n_queries: int = 10000, p_init: float = 0.8,
                  update_loc_period: int = 4, seed: int | None = 0,
@@ -167,6 +168,7 @@ class OnePixel(Attack):
 
     threat = "sparse"
     white_box = False
+    budget_param = "pixel_count"
 
     def __init__(self, pixel_count: int = 3, popsize: int = 300, steps: int = 10,
                  mutation: float = 0.5, recombination: float = 1.0, chunk: int = 256,

@@ -3,8 +3,9 @@
 Instead of adding noise, every output pixel samples the input at its own displaced position: a
 per-pixel flow field (in pixels) is optimised with L-BFGS and the image is warped bilinearly.
 Source (formulas only; no code copied): Xiao, Zhu, Li, He, Liu & Song, "Spatially Transformed
-Adversarial Examples", ICLR 2018, eq. 2 (bilinear warp) and eq. 4 (L_flow); study settings from
-reference/STUDY.md §2 (LBFGS 3 steps, max_eval 25, 50·loss + 1e-5·L_flow, lr 2.5).
+Adversarial Examples", ICLR 2018, eq. 2 (bilinear warp) and eq. 4 (L_flow); optimiser schedule
+and weights from the study's ``stadv/run.py`` (``torch.optim.LBFGS(lr=2.5, max_iter=1,
+max_eval=25)`` stepped 3 times, 50·L_adv + 1e-5·L_flow).
 """
 from __future__ import annotations
 
@@ -49,18 +50,33 @@ def flow_loss(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class StAdv(Attack):
     """Optimise a flow field f (N,2,H,W), zero at the start, minimising
     ``adv_weight·(−gain(warp(x, f))) + smooth_weight·L_flow(f)`` with ``torch.optim.LBFGS``
-    (``lr``, ``steps`` calls of ``step`` with at most ``max_eval`` evaluations each; study:
-    lr 2.5, 3 steps, 25 evaluations, weights 50 and 1e-5). The objective is summed over the batch
-    (images do not interact except through L-BFGS's shared line search).
+    (``lr``; ``steps`` calls of ``step``, each of at most ``max_iter`` iterations and
+    ``max_eval`` evaluations). The objective is summed over the batch (images do not interact
+    except through L-BFGS's shared step).
 
-    Threat ``spatial``: no norm ball; the study's strength knob is ``lr``, which is what
-    ``budget`` returns. After a call, ``last_flow_loss`` (L_flow) and ``last_max_flow`` (largest
-    per-pixel displacement, in pixels) hold the per-image size of the perturbation actually used.
+    What is the study's and what is not. The *schedule* is the study's: ``LBFGS(lr=2.5,
+    max_iter=1, max_eval=25)`` stepped 3 times, i.e. 3 gradient evaluations; the first L-BFGS
+    step is ``lr·∇/‖∇‖₁`` (torch's first-iteration rule), the next two use the curvature pairs.
+    The weights 50 and 1e-5 are the study's. The *loss* is the paper's (Xiao et al. 2018): its
+    L_flow (eq. 4, sqrt of the squared flow differences of the 4-neighbours) and, as L_adv, the
+    package's normalised gain (the attack objective of every attack here, since the paper's
+    L_adv is a classification margin). The study instead uses the rank loss
+    ``s_o/(s + s_o)`` with ``s_o = 1.5·range`` (a monotone function of the same score, defined
+    only for positive scores) and a squared, diagonal-neighbour flow loss without the sqrt.
+    Why: the rank loss is undefined for metrics whose scores can be ≤ 0 or lower-better
+    without a known maximum, and L-BFGS's step directions after the first are invariant to
+    the loss scale, so the monotone change matters little.
+
+    Threat ``spatial``: no norm ball; the strength knob is ``lr`` (``budget``). After a call,
+    ``last_flow_loss`` (L_flow) and ``last_max_flow`` (largest per-pixel displacement, in
+    pixels) hold the per-image size of the perturbation actually used (zero for images the
+    base class returned unchanged).
     """
 
     threat = "spatial"
+    budget_param = "lr"
 
-    def __init__(self, lr: float = 2.5, steps: int = 3, max_eval: int = 25,
+    def __init__(self, lr: float = 2.5, steps: int = 3, max_iter: int = 1, max_eval: int = 25,
                  adv_weight: float = 50.0, smooth_weight: float = 1e-5,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
@@ -69,11 +85,12 @@ class StAdv(Attack):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
         if lr <= 0:
             raise InputError(f"lr must be > 0, got {lr!r}")
-        for name, v in (("steps", steps), ("max_eval", max_eval)):
+        for name, v in (("steps", steps), ("max_iter", max_iter), ("max_eval", max_eval)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         self.lr = float(lr)
         self.steps = int(steps)
+        self.max_iter = int(max_iter)
         self.max_eval = int(max_eval)
         self.adv_weight = float(adv_weight)
         self.smooth_weight = float(smooth_weight)
@@ -85,7 +102,7 @@ class StAdv(Attack):
     def perturb(self, metric, x, ref):
         n, _, h, w = x.shape
         flow = torch.zeros(n, 2, h, w, device=x.device, dtype=x.dtype, requires_grad=True)
-        opt = torch.optim.LBFGS([flow], lr=self.lr, max_iter=self.max_eval, max_eval=self.max_eval)
+        opt = torch.optim.LBFGS([flow], lr=self.lr, max_iter=self.max_iter, max_eval=self.max_eval)
 
         def closure():
             opt.zero_grad()
@@ -109,3 +126,11 @@ class StAdv(Attack):
         self.last_max_flow = flow.pow(2).sum(dim=1).sqrt().flatten(1).amax(dim=1)
         with torch.no_grad():
             return warp(x, flow)
+
+    def keep_best(self, metric, x, x_adv, ref):
+        out = super().keep_best(metric, x, x_adv, ref)
+        keep = self.improved.view(-1, 1, 1, 1).to(x.dtype)
+        self.last_flow = self.last_flow * keep            # the flow of what is returned
+        self.last_flow_loss = flow_loss(self.last_flow)
+        self.last_max_flow = self.last_flow.pow(2).sum(dim=1).sqrt().flatten(1).amax(dim=1)
+        return out

@@ -45,6 +45,8 @@ class TrainableAttack(Attack):
 
     trainable = True
     threat = "universal"
+    keeps_best = False            # the perturbation is fixed by the fit (universal / generator)
+    budget_param = "amplitude"
     test_params: tuple[str, ...] = ("amplitude",)
 
     def __init__(self, epochs: int = 5, lr: float = 1e-3, batch: int = 4, seed: int = 0,

@@ -12,8 +12,8 @@ Sources (method and constants; no code copied):
   No-Reference Image- and Video-Quality Metrics", ICLR 2023 Tiny Papers: a U-Net (stride-2 4×4
   convolutions, LeakyReLU encoder, ReLU decoder with skip connections, instance norm, dropout
   0.5, tanh output) maps the image to a perturbation scaled by 10/255, trained with Adam lr 1e-3
-  on the same loss. The study's variant is 4 levels deep and multiplies the output by
-  ``10·amplitude`` at test time, so ‖x_adv − x‖∞ ≤ amplitude·100/255 (picked_presets_v1.csv:
+  on the same loss. The study's generator (``utils/cnn_model.py``) is 8 levels deep; ours has 4
+  (see :class:`FACPAUNet`). The study multiplies the output by ``10·amplitude`` at test time, so ‖x_adv − x‖∞ ≤ amplitude·100/255 (picked_presets_v1.csv:
   amplitude 0.02 / 0.04 / 0.08 ↔ 2/255, 4/255, 8/255).
 
 Both train at the fixed scale of the study (±0.1 box, 10/255) and apply ``amplitude`` only at
@@ -107,7 +107,12 @@ class UAP(TrainableAttack):
 
 
 class FACPAUNet(nn.Module):
-    """The study's 4-level FACPA U-Net (ngf=64 there), written from the paper's description:
+    """A 4-level FACPA U-Net written from the paper's description, with the study's building
+    blocks. Departure: the study's ``UnetGenerator`` (``utils/cnn_model.py``, ngf 64) is 8
+    levels deep (1×1 bottleneck at 256 px) and needs 256-multiple inputs; 4 levels (16×
+    downsampling) run on any image ≥ 16 px and leave out the ngf·8 → ngf·8 levels that hold most
+    of the parameters (at ngf 16: 0.39 M parameters here, ≈ 3.3 M with 8 levels), to keep the
+    CPU fit cheap. Blocks:
     encoder of stride-2 4×4 convolutions with LeakyReLU(0.2) and instance norm (none on the first
     and the innermost), decoder of stride-2 4×4 transposed convolutions with ReLU, instance norm
     and skip connections, dropout 0.5 on the innermost decoder layer, tanh output in (−1, 1)."""
