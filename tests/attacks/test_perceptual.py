@@ -157,7 +157,7 @@ def test_params_round_trip(name):
 
 
 def test_study_defaults_from_presets():
-    """"default_value" of attack_presets.json (reference study-data) and STUDY.md §2 iterations."""
+    """"default_value" of attack_presets.json (the study's repository) and Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa iterations."""
     assert ATTACKS.defaults("korhonen-et-al")["lr"] == 0.005
     assert ATTACKS.defaults("zhang-et-al")["lr"] == 0.005
     assert ATTACKS.defaults("zhang-et-al-dists")["lr"] == 0.005

@@ -5,7 +5,7 @@ per call), so they work on non-differentiable metrics and defenses. Each keeps, 
 best point it has evaluated and stays in the ℓ∞ ball of radius ``eps`` around ``x`` ∩ [0,1].
 
 Default ``eps = 4/255``: the study calibrates its black-box presets to ℓ∞ 2, 4, 8 /255 (its three
-budgets, reference/STUDY.md §2); 4/255 is the middle one, the ``medium`` level used for the other
+budgets, Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa; 4/255 is the middle one, the ``medium`` level used for the other
 ℓ∞ attacks in ``tables/attack_budgets.json``, and the default of ``fgsm``/``pgd``.
 
 Sources (algorithms from the papers; no code copied):

@@ -1,6 +1,6 @@
 """Named attack budgets (``low``/``medium``/``high``) read from ``tables/attack_budgets.json``.
 
-Budgets are data, not code (CATALOG.md): each entry is the parameter dict that, passed to
+Budgets are data, not code (docs/methods.md): each entry is the parameter dict that, passed to
 ``ATTACKS.create``, gives the attack at that strength. Besides the three levels an entry may say
 which parameter is the budget (``"param"``), by which rule its values were chosen (``"rule"``,
 one of :data:`RULES`) and what the calibration measured (``"calibration"``: per level the

@@ -1,7 +1,7 @@
 """Budget calibration: recompute the low/medium/high presets so budgets are comparable.
 
 The study calibrates its presets to three distortion levels: ℓ∞ = 2, 4, 8 /255 for ℓ∞ attacks
-and matching SSIM/PSNR for the others (reference/STUDY.md §2, study-data/picked_presets_v1.csv).
+and matching SSIM/PSNR for the others (Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa)-data/picked_presets_v1.csv).
 :func:`calibrate` does the same on a calibration set:
 
 - rule ``linf``: the budget parameter is set to the ℓ∞ level (no search; it *is* the bound), or

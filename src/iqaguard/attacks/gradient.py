@@ -7,7 +7,7 @@ once per call, so an iteration costs one metric forward+backward plus a few elem
 Sources (formulas only; no code copied):
 - FGSM: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015.
 - I-FGSM: Kurakin, Goodfellow & Bengio, "Adversarial Examples in the Physical World", ICLR-W 2017;
-  the study's setting: 10 iterations, eps 10/255, alpha 1/255 (reference/STUDY.md §2).
+  the study's setting: 10 iterations, eps 10/255, alpha 1/255 (Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa).
 - MI-FGSM: Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018 (eq. 6–7).
 - AMI-FGSM: MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024), see ``AMIFGSM``.
 - PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.

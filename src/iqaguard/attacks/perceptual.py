@@ -2,7 +2,7 @@
 
 Each keeps the change hard to see in its own way: Korhonen & You put it where texture hides it,
 Zhang et al. add a full-reference (FR) penalty to the loss, SSAH pins the low-frequency band and
-MADC moves on a fixed-RMSE level set. The defaults are the study's (reference/STUDY.md §2 and
+MADC moves on a fixed-RMSE level set. The defaults are the study's (Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa) and
 ``attack_presets.json`` "default_value" for ``lr``). Every step is clamped to [0,1].
 
 Sources (formulas only; no code copied):

@@ -2,7 +2,7 @@
 
 A trainable attack (a universal perturbation, a perturbation generator) learns its state from
 images *disjoint* from the ones it is evaluated on, as in the study (UAP and FACPA were trained on
-COCO/VOC and tested on KonIQ; reference/STUDY.md §2, §4). ``iqaguard.fitting.fit_or_load`` (shared
+COCO/VOC and tested on KonIQ; Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa). ``iqaguard.fitting.fit_or_load`` (shared
 with trained defenses) makes training a cache lookup: the state is saved as safetensors under a
 content key (training spec, metric spec and weights, package version, training images as 8-bit
 bytes), so a runner trains once per (attack, metric, training set) and every later call loads.

@@ -4,7 +4,7 @@ generator (``cnn-attack``, FACPA).
 Sources (method and constants; no code copied):
 - UAP: Shumitskaya, Antsiferova & Vatolin, "Universal Perturbation Attack on Differentiable
   No-Reference Image- and Video-Quality Metrics", BMVC 2022, and the study's trainer
-  (reference/STUDY.md §2): one 256×256 perturbation, Adam lr 1e-3, 5 epochs, loss
+  (Gushchin et al. 2024, arXiv 2408.01541; code msu-video-group/adversarial-defenses-for-iqa): one 256×256 perturbation, Adam lr 1e-3, 5 epochs, loss
   ``1 − sign·score/range``, clamped to ±0.1 after each step; at test time tiled over the image
   and added × amplitude. So ‖x_adv − x‖∞ ≤ 0.1·amplitude, which is what picked_presets_v1.csv
   shows (amplitude 0.0784 / 0.157 / 0.314 ↔ ℓ∞ 2/255, 4/255, 8/255).
