@@ -60,6 +60,10 @@ class Worker:
         ``iqaguard train-defense`` puts it too), with a progress bar when the run shows one."""
         x, ref = self._train_batch()
         ref = ref if metric.mode == "FR" else None
+        items = self.plan.train_items
+        if hasattr(defense, "set_truth") and items and all(it.truth_kind == "mos" and it.truth is not None
+                                                          for it in items):
+            defense.set_truth([float(it.truth) for it in items])   # MOS targets; else self-distillation
         torch.manual_seed(derive_seed(self.plan.seed, "fit-defense", spec_of(defense), spec_of(metric)))
         bar = None
         if self.progress and hasattr(defense, "total_steps") and hasattr(defense, "on_step"):
