@@ -79,11 +79,7 @@ class AdaptiveMetric(Metric):
         self.protected = None if purifier else defense.protect(metric)
         self.bpda = bool(bpda)
         self.k = k
-        self.mode = metric.mode
-        self.lower_better = metric.lower_better
-        self.name = metric.name
-        self.params = dict(metric.params)
-        self._score_range = metric.score_range
+        self.like(metric)
         chain = self.bpda or (getattr(defense, "differentiable", True) if purifier
                               else getattr(self.protected, "differentiable", True))
         if not (metric.differentiable and chain):

@@ -113,13 +113,9 @@ class PurifiedMetric(Metric):
         super().__init__()
         self.metric = metric
         self.defense = defense
-        self.mode = metric.mode
-        self.lower_better = metric.lower_better
+        self.like(metric)
         self.differentiable = metric.differentiable and defense.differentiable
-        self.name = metric.name
-        self.params = dict(metric.params)
         self.seeds: Sequence[int] | None = None
-        self._score_range = metric.score_range
 
     def score(self, x, ref):
         y, ref = self.defense.purify_pair(x, ref, self.seeds)

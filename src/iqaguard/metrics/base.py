@@ -57,7 +57,15 @@ class Metric(nn.Module):
         lo, hi = self.score_range
         return hi - lo
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+    def like(self, metric: "Metric") -> None:
+        """Declare the same facts as ``metric`` (for metrics that wrap another: a defended, an
+        adaptive or a smoothed metric is still read, ranged and attacked as the original)."""
+        self.mode, self.lower_better, self.name = metric.mode, metric.lower_better, metric.name
+        self.params = dict(metric.params)
+        self._score_range = metric.score_range
+
+    def check_input(self, x: torch.Tensor, ref: torch.Tensor | None) -> None:
+        """The public boundary's validation: shape, dtype, range, finiteness; ref for FR."""
         if self.mode == "FR":
             if ref is None:
                 raise InputError(f"full-reference metric {self.name or type(self).__name__!r} needs ref")
@@ -66,6 +74,9 @@ class Metric(nn.Module):
             check_image(x, "x")
             if ref is not None:
                 check_image(ref, "ref")
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input(x, ref)
         out = self.score(x, ref)
         return out.reshape(x.shape[0])
 

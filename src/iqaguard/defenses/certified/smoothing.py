@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ...images import check_image, check_pair
 from ...metrics.base import Metric
 from ...seeds import derive_seed
 from . import bounds
@@ -79,11 +78,7 @@ class SmoothedMetric(Metric):
         if not isinstance(metric, Metric):
             raise InputError(f"protect() needs an iqaguard Metric, got {type(metric).__name__}")
         self.metric = metric
-        self.mode = metric.mode
-        self.lower_better = metric.lower_better
-        self.name = metric.name
-        self.params = dict(metric.params)
-        self._score_range = metric.score_range
+        self.like(metric)
         self.sigma, self.n, self.alpha = float(sigma), int(n), float(alpha)
         self.denoiser = denoiser
         self.method = method
@@ -141,14 +136,7 @@ class SmoothedMetric(Metric):
         return out
 
     def _check_input(self, x, ref):
-        if self.mode == "FR":
-            if ref is None:
-                raise InputError(f"full-reference metric {self.name!r} needs ref")
-            check_pair(x, ref)
-        else:
-            check_image(x, "x")
-            if ref is not None:
-                check_image(ref, "ref")
+        self.check_input(x, ref)
         self._check_seeds(x.shape[0])
 
     # ------------------------------------------------------------ the metric interface

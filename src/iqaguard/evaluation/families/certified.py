@@ -20,9 +20,7 @@ class _EOTNoise(Metric):
     def __init__(self, smoothed, k: int):
         super().__init__()
         self.smoothed, self.k = smoothed, k
-        self.mode, self.lower_better = smoothed.mode, smoothed.lower_better
-        self.name, self.params = smoothed.name, dict(smoothed.params)
-        self._score_range = smoothed.score_range
+        self.like(smoothed)
         self.differentiable = True
         self.wrapper, self.grad_cost = f"eot{k}", k
 
