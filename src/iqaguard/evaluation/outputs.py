@@ -72,8 +72,8 @@ def collect(st: Store, run_id: str | None, out_dir: str | Path | None = None) ->
     summary = annotate(summary, flags, rows) if len(summary) else summary
     worst = annotate_worst(worst, summary) if len(worst) else worst
     two = scores.two_axis(worst) if len(worst) else pd.DataFrame()
-    errors = st.errors(keys=list(st.run_cells(run["run_id"])["cell"])) \
-        if st.run_cells(run["run_id"]) is not None else st.errors()
+    cells = st.run_cells(run["run_id"])
+    errors = st.errors(keys=list(cells["cell"])) if cells is not None else st.errors()
     out = Outputs(rows, summary, worst, two, flags, run, methods, errors)
     if out_dir is not None:
         out_dir = Path(out_dir)

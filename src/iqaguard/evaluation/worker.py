@@ -86,18 +86,13 @@ class Worker:
         return fit_or_load(attack, metric, x, cache_dir, ref=ref)
 
     def _train_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The training split (dataset images not evaluated), loaded once, resized to one shape."""
+        """The training split, loaded once exactly as ``iqaguard train-defense`` loads it (same
+        images, same resize), so a state trained ahead has the key the run looks up."""
         if self._train is None:
-            xs, refs = [], []
-            for it in self.plan.train_items:
-                xs.append(check_image(it.load(), f"training image {it.id!r}"))
-                refs.append(it.load_ref() if it.load_ref is not None else None)
-            size = xs[0].shape[-2:]
-            fit = lambda t: t if t.shape[-2:] == size else F.interpolate(  # noqa: E731
-                t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-            x = torch.cat([fit(t) for t in xs]).to(self.device)
-            ref = torch.cat([fit(r) for r in refs]).to(self.device) if all(r is not None for r in refs) else None
-            self._train = (x, ref)
+            from ..defenses.training.command import training_batch
+
+            x, ref = training_batch(self.plan.train_items)
+            self._train = (x.to(self.device), None if ref is None else ref.to(self.device))
         return self._train
 
     # -- a task -------------------------------------------------------------------------------
