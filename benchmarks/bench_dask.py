@@ -1,0 +1,68 @@
+"""Throughput (cells/s) of a small fixed grid: in-process vs a Dask cluster of 1 and 2 workers.
+
+The grid: iqg-cnn × {I-FGSM, PGD} × {jpeg, gaussian-blur, random-noise} × 16 bundled images at
+64 px, adaptive column on (BPDA for jpeg, EOT for random-noise), batch size 4: 96 cells, 8 tasks.
+Dask workers are processes with one thread (one torch thread) each. Steady state: the cluster is
+started and warmed up (imports, one tiny run) before the timed run, so the rows compare the
+executors, not process start-up; the last row is ``workers=2`` end to end, start-up included.
+One timed run per row (a run takes tens of seconds); the load average is printed with the numbers.
+
+Run: ``python benchmarks/bench_dask.py`` (needs ``iqaguard[dask]``; ``make bench`` has it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+
+import torch
+
+import iqaguard as ig
+
+GRID = dict(metrics=["iqg-cnn"], attacks=["ifgsm:steps=5", "pgd:steps=5"],
+            defenses=["jpeg", "gaussian-blur", "random-noise:sigma=0.05"], dataset="bundled:size=64",
+            limit=16, seed=0, batch_size=4, report=False)
+WARM = dict(GRID, attacks=["ifgsm:steps=1"], defenses=["jpeg"], limit=2)
+
+
+def timed(root: str, name: str, **kw) -> tuple[float, int]:
+    t = time.perf_counter()
+    res = ig.benchmark(**GRID, out=os.path.join(root, name), **kw)
+    return time.perf_counter() - t, res.computed
+
+
+def on_cluster(root: str, n: int) -> tuple[float, int]:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        client.wait_for_workers(n)
+        ig.benchmark(**WARM, out=os.path.join(root, f"warm{n}"), scheduler=cluster.scheduler_address)
+        return timed(root, f"dask{n}", scheduler=cluster.scheduler_address)
+
+
+def main():
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (cores: {os.cpu_count()})")
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        n = torch.get_num_threads()
+        ig.benchmark(**WARM, out=os.path.join(root, "warm"))
+        rows.append((f"in-process, {n} torch threads", *timed(root, "local")))
+        torch.set_num_threads(1)
+        rows.append(("in-process, 1 torch thread", *timed(root, "local1")))
+        torch.set_num_threads(n)
+        rows.append(("dask, 1 worker", *on_cluster(root, 1)))
+        rows.append(("dask, 2 workers", *on_cluster(root, 2)))
+        rows.append(("dask workers=2, start-up included", *timed(root, "dask2-cold", workers=2)))
+    print(f"load average after:  {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"{'executor':36} {'cells':>5} {'seconds':>8} {'cells/s':>8}")
+    for name, secs, cells in rows:
+        print(f"{name:36} {cells:5d} {secs:8.1f} {cells / secs:8.2f}")
+    speed = {name: cells / secs for name, secs, cells in rows}
+    print(f"2 workers vs 1 worker: ×{speed['dask, 2 workers'] / speed['dask, 1 worker']:.2f}; "
+          f"vs in-process ({n} threads): ×{speed['dask, 2 workers'] / speed[f'in-process, {n} torch threads']:.2f}")
+
+
+if __name__ == "__main__":   # required: Dask's worker processes are spawned and re-import this file
+    main()
