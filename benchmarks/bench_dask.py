@@ -11,7 +11,6 @@ Run: ``python benchmarks/bench_dask.py`` (needs ``iqaguard[dask]``; ``make bench
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -33,10 +32,11 @@ def timed(root: str, name: str, **kw) -> tuple[float, int]:
 
 
 def on_cluster(root: str, n: int) -> tuple[float, int]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    from iqaguard.evaluation.dask_executor import local_cluster
+
+    with local_cluster(n) as cluster, Client(cluster) as client:
         client.wait_for_workers(n)
         ig.benchmark(**WARM, out=os.path.join(root, f"warm{n}"), scheduler=cluster.scheduler_address)
         return timed(root, f"dask{n}", scheduler=cluster.scheduler_address)

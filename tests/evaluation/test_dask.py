@@ -3,7 +3,6 @@
 dask[distributed] is in the dev extra, so these tests run in CI (no skip). Workers are processes on
 localhost with the dashboard off: no network.
 """
-import logging
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import torch
 import iqaguard as ig
 from iqaguard import InputError
 from iqaguard.cli import main
-from iqaguard.evaluation.dask_executor import dask_executor
+from iqaguard.evaluation.dask_executor import dask_executor, local_cluster
 from iqaguard.evaluation.store import Store
 
 # iqg-cnn moves at every attack step (tests/evaluation/test_runner.py); pgd draws a random start,
@@ -65,10 +64,8 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two worker processes with one thread each, as ``workers=2`` starts them."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.ERROR) as c, \
-            distributed.Client(c) as client:
+    """The cluster ``workers=2`` starts, kept for the module (scheduler= mode joins it)."""
+    with local_cluster(2) as c, distributed.Client(c) as client:
         yield c, client
 
 

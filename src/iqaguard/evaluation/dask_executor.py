@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 import re
 import threading
@@ -38,6 +39,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _PluginBase = object
 
 INSTALL_HINT = "pip install 'iqaguard[dask]'"
+# The local cluster's workers keep glibc's adaptive malloc: Dask's default MALLOC_TRIM_THRESHOLD_
+# (setting it turns off glibc's dynamic mmap threshold) cost 24% more worker CPU on the test grid
+# (11.0 s vs 8.9 s, measured), and no dashboard reads the worker profiler (5% more).
+LOCAL_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                "distributed.worker.profile.enabled": False}
 _ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})?$")
 
 
@@ -113,13 +119,10 @@ class DaskExecutor:
 
     @contextmanager
     def _client(self):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         if self.workers is not None:
-            # processes, not threads: torch and the worker's caches are per process
-            with LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                              host="127.0.0.1", dashboard_address=None,
-                              silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            with local_cluster(self.workers) as cluster, Client(cluster) as client:
                 yield client
             return
         try:
@@ -130,6 +133,26 @@ class DaskExecutor:
             yield client
         finally:
             client.close()
+
+
+@contextmanager
+def local_cluster(n: int):
+    """The ``LocalCluster`` of ``workers=n``: n processes (torch and the Worker's caches are per
+    process) × 1 thread, on 127.0.0.1, no dashboard, ``LOCAL_CONFIG``; closed on exit. Dask's
+    nannies set their workers' variables (OMP_NUM_THREADS=1, …) in this process's environment
+    too; they are restored on exit."""
+    import dask
+    from distributed import LocalCluster
+
+    saved = dict(os.environ)
+    try:
+        with dask.config.set(LOCAL_CONFIG), \
+                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+            yield cluster
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # -- on the worker ----------------------------------------------------------------------------
