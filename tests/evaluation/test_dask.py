@@ -167,6 +167,13 @@ def test_api_checks_and_missing_extra(monkeypatch):
         dask_executor(workers=2)
 
 
+def test_unreachable_scheduler_is_a_one_line_error(tmp_path):
+    ex = dask_executor(scheduler="tcp://127.0.0.1:1")     # port 1: nothing listens
+    ex.connect_timeout = "1s"
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        ig.benchmark(**GRID, out=tmp_path, report=False, executor=ex)
+
+
 def test_only_the_dask_module_imports_dask():
     code = ("import sys, iqaguard, iqaguard.cli, iqaguard.evaluation.runner; "
             "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))")

@@ -71,6 +71,8 @@ def _require_distributed() -> None:
 class DaskExecutor:
     """Callable like ``local_executor(tasks, worker)``; see the module docstring."""
 
+    connect_timeout = "20s"              # to reach an existing scheduler
+
     def __init__(self, workers: int | None, scheduler: str | None):
         self.workers, self.scheduler = workers, scheduler
         self.lost: list[Task] = []       # tasks of the last call that no worker could finish
@@ -126,7 +128,7 @@ class DaskExecutor:
                 yield client
             return
         try:
-            client = Client(self.scheduler, timeout="20s")
+            client = Client(self.scheduler, timeout=self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {self.scheduler!r}: {exc}") from None
         try:
