@@ -44,7 +44,7 @@ INSTALL_HINT = "pip install 'iqaguard[dask]'"
 # (11.0 s vs 8.9 s, measured), and no dashboard reads the worker profiler (5% more).
 LOCAL_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                 "distributed.worker.profile.enabled": False}
-_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})?$")
+_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?(\[[0-9a-fA-F:.]+\]|[^\s/:\[\]]+)(:\d{1,5})?$")   # [IPv6] too
 
 
 def dask_executor(workers: int | None = None, scheduler: str | None = None) -> "DaskExecutor":
