@@ -60,11 +60,21 @@ def list_datasets(pattern: str | None = None) -> list[str]:
 
 
 def benchmark(metrics=None, attacks=None, defenses=None, dataset: str | None = None, report: bool = True,
-              **kwargs):
+              workers: int | None = None, scheduler: str | None = None, **kwargs):
     """Run a grid and return a ``Result`` (per-image rows and per-cell scores; see
-    evaluation.runner); with ``report`` also the HTML report, rendered from the store."""
+    evaluation.runner); with ``report`` also the HTML report, rendered from the store.
+
+    ``workers=N`` runs the tasks on a local Dask cluster of N processes, ``scheduler="tcp://…"``
+    on an existing Dask cluster (extra ``iqaguard[dask]``; evaluation.dask_executor); neither: in
+    this process. Other keywords go to ``run_benchmark`` (e.g. ``executor=``)."""
     from .evaluation.runner import run_benchmark
 
+    if workers is not None or scheduler is not None:
+        if kwargs.get("executor") is not None:
+            raise InputError("give executor or workers/scheduler, not both")
+        from .evaluation.dask_executor import dask_executor
+
+        kwargs["executor"] = dask_executor(workers=workers, scheduler=scheduler)
     result = run_benchmark(metrics=metrics, attacks=attacks, defenses=defenses, dataset=dataset, **kwargs)
     if report:
         from .report.build import report_for_result

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="adaptive column on the first N images only (default: all)")
     run.add_argument("--train-images", type=int, default=32, metavar="N",
                      help="training images for trainable attacks, disjoint from the evaluated ones (default 32)")
+    run.add_argument("--workers", default=None, metavar="N",
+                     help="run on a local Dask cluster of N worker processes (needs iqaguard[dask])")
+    run.add_argument("--scheduler", default=None, metavar="ADDR",
+                     help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (needs iqaguard[dask])")
 
     rep = sub.add_parser("report", help="rebuild the report from a store")
     rep.add_argument("--store", default="iqaguard-out/iqaguard.db", metavar="FILE")
@@ -133,6 +137,7 @@ def _cmd_run(args) -> int:
         adaptive = True
     elif args.adaptive:
         adaptive = _split_specs(args.adaptive)
+    workers = _workers(args.workers)
     import iqaguard as ig
 
     result = ig.benchmark(metrics=args.metric, attacks=args.attack, defenses=args.defense, dataset=data,
@@ -140,7 +145,7 @@ def _cmd_run(args) -> int:
                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
                           adaptive=adaptive, wrapper=args.wrapper, eot_k=args.eot_k,
                           adaptive_limit=args.adaptive_limit, train_images=args.train_images,
-                          cert_eps=args.cert_eps)
+                          cert_eps=args.cert_eps, workers=workers, scheduler=args.scheduler)
     if adaptive is False:
         print("note: --no-adaptive: every defended cell is transfer-only (never labelled reliable)")
     print(f"cells: {result.computed} computed, {result.reused} reused, {result.errors} failed")
@@ -149,6 +154,19 @@ def _cmd_run(args) -> int:
     if "report" in result.files:
         print(f"report: open {Path(result.files['report']).resolve()}")
     return 1 if result.errors else 0
+
+
+def _workers(text: str | None) -> int | None:
+    """``--workers`` as a positive integer (parsed here, so a bad value is a one-line error)."""
+    if text is None:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--workers must be a positive integer, got {text!r}")
+    return n
 
 
 def _split_specs(text: str) -> list[str]:

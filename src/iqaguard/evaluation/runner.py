@@ -2,8 +2,9 @@
 
 ``run_benchmark`` is the driver. It validates the plan, records the run (provenance, the methods'
 metadata and the run's cells) in the store, turns the pending cells into tasks (``tasks.py``),
-hands them to an executor and writes every result it gets back, one transaction per task. The only
-executor is the local one: a :class:`~iqaguard.evaluation.worker.Worker` in this process. Outputs
+hands them to an executor and writes every result it gets back, one transaction per task. Executors:
+``local_executor`` (a :class:`~iqaguard.evaluation.worker.Worker` in this process) and the Dask one
+(``dask_executor.py``, optional extra). Outputs
 (CSVs) are computed from the store alone (``outputs.py``); the HTML report is the report
 package's job (``iqaguard.report``), so ``evaluation`` never imports ``report``.
 """

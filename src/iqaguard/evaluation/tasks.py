@@ -3,7 +3,7 @@
 A task is (metric, attack, image batch) with all its defenses: the adversarial batch is computed
 once and every defense reuses it ("attack once, defend many"). A worker executes a task without
 touching the store; the driver writes its result in one transaction per kind, so an executor
-(local now, Dask later) only has to move tasks out and results back.
+(local or Dask) only has to move tasks out and results back.
 """
 from __future__ import annotations
 
