@@ -101,7 +101,9 @@ class DiffusionDenoiser:
 
     def _reverse(self, x, gen):
         """DDPM ancestral sampling over the respaced steps (clip x̂₀; learned-range variance
-        interpolated between the respaced β' and β̃', or β' for a 3-channel model)."""
+        interpolated between the respaced β' and β̃'; β̃' for a 3-channel model: guided-diffusion's
+        fixed-large β' re-adds most of the noise when few steps are kept — on the project's small
+        model, 2 steps gave 18.8 dB with β' vs 27.3 dB with β̃' on 18.99 dB noisy photos)."""
         c = x.shape[1]
         for j in reversed(range(len(self.indices))):
             ab, ab_prev, beta = float(self.abar[j]), float(self.abar_prev[j]), float(self.betas[j])
@@ -118,7 +120,7 @@ class DiffusionDenoiser:
                 log_var = frac * math.log(beta) + (1 - frac) * math.log(post_var)
                 std = torch.exp(0.5 * log_var)
             else:
-                std = math.sqrt(beta)
+                std = math.sqrt(post_var)
             x = mean + std * _normal(x, gen)
         return x
 
