@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="adaptive column on the first N images only (default: all)")
     run.add_argument("--train-images", type=int, default=32, metavar="N",
                      help="training images for trainable attacks, disjoint from the evaluated ones (default 32)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="recompute cells that failed in an earlier run (default: keep them failed)")
     run.add_argument("--workers", default=None, metavar="N",
                      help="run on a local Dask cluster of N worker processes (needs iqaguard[dask])")
     run.add_argument("--scheduler", default=None, metavar="ADDR",
@@ -145,15 +147,30 @@ def _cmd_run(args) -> int:
                           device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
                           adaptive=adaptive, wrapper=args.wrapper, eot_k=args.eot_k,
                           adaptive_limit=args.adaptive_limit, train_images=args.train_images,
-                          cert_eps=args.cert_eps, workers=workers, scheduler=args.scheduler)
+                          cert_eps=args.cert_eps, retry_failed=args.retry_failed, workers=workers,
+                          scheduler=args.scheduler)
     if adaptive is False:
         print("note: --no-adaptive: every defended cell is transfer-only (never labelled reliable)")
     print(f"cells: {result.computed} computed, {result.reused} reused, {result.errors} failed")
+    _print_failures(result.failures)
     for name, path in result.files.items():
         print(f"{name:8s} {path}")
     if "report" in result.files:
         print(f"report: open {Path(result.files['report']).resolve()}")
     return 1 if result.errors else 0
+
+
+def _print_failures(failures) -> None:
+    """Failed cells grouped by method and error: how many, and why (never averaged into a score)."""
+    if failures is None or failures.empty:
+        return
+    from .registry import ATTACKS, DEFENSES, METRICS, short_spec
+
+    groups = failures.groupby(["metric", "attack", "defense", "error"], sort=False).size()
+    for (m, a, d, err), n in groups.items():
+        names = " × ".join(short_spec(r, s) for r, s in ((METRICS, m), (ATTACKS, a), (DEFENSES, d)))
+        print(f"failed: {n} cell(s) {names}: {err}")
+    print("failed cells are kept failed on a rerun; rerun with --retry-failed to compute them again")
 
 
 def _workers(text: str | None) -> int | None:

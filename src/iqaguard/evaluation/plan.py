@@ -65,6 +65,7 @@ class Plan:
     trained: dict[str, bool] = field(default_factory=dict)      # defense spec -> fitted on the train split?
     identity: dict[str, bool] = field(default_factory=dict)     # defense spec -> identity (no-defense)?
     cert_eps: float = DEFAULT_CERT_EPS
+    weights: dict[str, str] = field(default_factory=dict)       # metric/defense spec -> digest of its weights
 
     def adaptive_tag(self, attack: str, defense: str, image: str | None = None) -> str:
         """The wrapper recorded for the adaptive column of (attack, defense[, image]); "" = none."""
@@ -89,20 +90,26 @@ class Plan:
             parts.append(f"cert_eps={self.cert_eps!r}")
         return "|".join(parts)
 
+    def _weights_tag(self, *specs: str) -> str:
+        """The weights' digests of these methods: a metric or defense registered again with other
+        weights (same name and parameters) gets new cells instead of the old scores."""
+        return "|".join(f"w={self.weights[s]}" for s in specs if self.weights.get(s))
+
     def cell_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         # extra parts only when present, so keys of non-adaptive, non-trainable cells never change
         extra = [p for p in (self.adaptive_tag(attack, defense, image), self._train_tag(attack),
-                             self._defense_tag(defense)) if p]
+                             self._defense_tag(defense), self._weights_tag(metric, defense)) if p]
         return _hash("cell", metric, attack, defense, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def attack_key(self, metric: str, attack: str, image: str) -> str:
         """Key of an adversarial image: shared by every defense of the same (metric, attack)."""
-        extra = [p for p in (self._train_tag(attack),) if p]
+        extra = [p for p in (self._train_tag(attack), self._weights_tag(metric)) if p]
         return _hash("adv", metric, attack, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def adaptive_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         """Key of an adaptive adversarial image: one per (metric, attack, defense, wrapper, image)."""
-        extra = [p for p in (self._train_tag(attack), self._defense_tag(defense)) if p]
+        extra = [p for p in (self._train_tag(attack), self._defense_tag(defense),
+                             self._weights_tag(metric, defense)) if p]
         return _hash("adv-adaptive", metric, attack, defense, self.adaptive_tag(attack, defense),
                      self.dataset, image, self.seed, CODE_VERSION, *extra)
 
@@ -219,7 +226,8 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
             raise InputError(f"{name} must be a positive integer, got {v!r}")
     a_objs: dict[str, Any] = {}
     d_objs: dict[str, Any] = {}
-    m = _canon(METRICS, metrics, "metrics")
+    m_objs: dict[str, Any] = {}
+    m = _canon(METRICS, metrics, "metrics", m_objs)
     a = _canon(ATTACKS, attacks, "attacks", a_objs)
     d = _canon(DEFENSES, defenses, "defenses", d_objs)
     adapt = _adaptive_defenses(adaptive, d, d_objs)
@@ -254,5 +262,25 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
                 wrappers={s: FAMILIES[fams[s]].wrapper(d_objs[s], _Cfg(wrapper, eot_k)) for s in adapt},
                 train_items=train, adaptive_limit=adaptive_limit if adapt else None,
                 families=fams, trained=trained, cert_eps=float(cert_eps),
-                identity={s: bool(getattr(o, "identity", False)) for s, o in d_objs.items()})
+                identity={s: bool(getattr(o, "identity", False)) for s, o in d_objs.items()},
+                weights={s: _weights_digest(o) for s, o in {**m_objs, **d_objs}.items()})
     return plan, ds_obj
+
+
+def _weights_digest(obj) -> str:
+    """Short sha256 of every tensor an object holds: a module's state, or the modules among its
+    attributes and theirs (a purifier's network, a denoiser's net); '' for an object without weights."""
+    from ..fitting import weights_digest
+
+    mods = [mod for mod in _modules(obj, 3) if any(True for _ in mod.state_dict())]
+    return hashlib.sha256("".join(weights_digest(mod) for mod in mods).encode()).hexdigest()[:16] if mods else ""
+
+
+def _modules(obj, depth: int) -> list:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return [obj]
+    if depth == 0 or not hasattr(obj, "__dict__") or isinstance(obj, type):
+        return []
+    return [m for _, v in sorted(vars(obj).items()) for m in _modules(v, depth - 1)]

@@ -50,6 +50,7 @@ class Result:
     errors: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)   # metric, attack, defense, flag, detail
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # this run's failed cells, with their error
 
 
 def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, limit: int | None = None,
@@ -57,7 +58,7 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
                   device: str = "cpu", batch_size: int = 8, progress: bool = False,
                   report: bool = True, adaptive=None, wrapper: str = "auto", eot_k: int | None = None,
                   train_images: int = 32, adaptive_limit: int | None = None, cert_eps: float = 0.25,
-                  executor: Callable[[list[Task], "Worker"], Iterable[tuple[Task, TaskResult]]] | None = None
+                  retry_failed: bool = False, executor: Callable[[list[Task], "Worker"], Iterable[tuple[Task, TaskResult]]] | None = None
                   ) -> Result:
     """Run a grid of metrics × attacks × defenses × images; reuse every finished cell.
 
@@ -67,6 +68,8 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
     all). ``adaptive=False`` gives transfer-only cells (labelled so). Trainable attacks and trained
     defenses are fitted on up to ``train_images`` dataset images that are not evaluated.
     ``report`` is accepted for the caller (``iqaguard.benchmark`` renders the HTML report).
+    A cell that failed (its method raised, or gave a NaN/Inf score) is stored with its error and
+    kept failed on a rerun unless ``retry_failed``; ``Result.failures`` lists this run's failures.
     """
     device = _check_device(device)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -83,14 +86,14 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
     run_id = uuid.uuid4().hex[:12]
     prov = make_provenance(seed, device, plan.as_dict())
     prov["run_id"] = run_id
-    counts = {"reused": 0, "computed": 0, "errors": 0}
+    counts = {"reused": 0, "computed": 0, "errors": 0, "failed_kept": 0}
     with Store(store_path) as st:
         st.start_run(run_id, prov, plan.as_dict())
         st.write_methods(method_records(plan))
         st.write_run_cells(run_id, plan.cells())
         _save_first_clean(plan, data, out_dir)
         try:
-            _drive(plan, data, st, out_dir, run_id, device, batch_size, progress, counts, executor)
+            _drive(plan, data, st, out_dir, run_id, device, batch_size, progress, counts, executor, retry_failed)
         except BaseException:
             st.finish_run(run_id, "interrupted")
             raise
@@ -102,20 +105,24 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
             _write_stamp(out_dir, stamp)
             result = Result(res.rows, res.summary, res.worst, res.two_axis, run_id, out_dir, st.path, prov,
                             files={"store": st.path, **res.files}, flags=res.flags)
-    result.reused, result.computed, result.errors = counts["reused"], counts["computed"], counts["errors"]
+        result.failures = st.errors([c[4] for c in plan.cells()])
+    result.reused, result.computed = counts["reused"], counts["computed"]
+    result.errors = counts["errors"] + counts["failed_kept"]
     return result
 
 
-def _drive(plan, data, st: Store, out_dir, run_id, device, batch_size, progress, counts, executor) -> None:
+def _drive(plan, data, st: Store, out_dir, run_id, device, batch_size, progress, counts, executor,
+           retry_failed: bool = False) -> None:
     """Tasks out, results in: the driver is the store's only writer."""
     keys = [c[4] for c in plan.cells()]
     done = st.done_keys(keys)
-    counts["reused"] = len(done)
-    pending = len(keys) - len(done)
+    failed = set() if retry_failed else st.failed_keys(keys)
+    counts["reused"], counts["failed_kept"] = len(done), len(failed)
+    pending = len(keys) - len(done) - len(failed)
     if pending == 0:
         return
     probed = set(st.probes([probe_key(plan, m, d) for m in plan.metrics for d in plan.defenses])["key"])
-    tasks = make_tasks(plan, done, batch_size, probed)
+    tasks = make_tasks(plan, done | failed, batch_size, probed)
     for t in tasks:
         t.cached_adv = st.adversarial(_adv_keys(plan, t))
     worker = Worker(plan, {it.id: it for it in data.items}, out_dir, run_id, device, progress)

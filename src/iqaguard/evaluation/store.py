@@ -207,13 +207,19 @@ class Store:
 
     # -- cells -----------------------------------------------------------------------------
     def done_keys(self, keys: Iterable[str]) -> set[str]:
+        return self._keys_with("done", keys)
+
+    def failed_keys(self, keys: Iterable[str]) -> set[str]:
+        return self._keys_with("error", keys)
+
+    def _keys_with(self, status: str, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
-        done: set[str] = set()
+        found: set[str] = set()
         for i in range(0, len(keys), 900):
             chunk = keys[i:i + 900]
-            q = f"SELECT key FROM cells WHERE status='done' AND key IN ({','.join('?' * len(chunk))})"
-            done.update(r[0] for r in self.db.execute(q, chunk))
-        return done
+            q = f"SELECT key FROM cells WHERE status=? AND key IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.db.execute(q, [status, *chunk]))
+        return found
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         """Write finished cells and their rows atomically (one transaction)."""

@@ -6,6 +6,7 @@ and returns everything it computed as a :class:`TaskResult`; it never writes to 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +22,10 @@ from .families import FAMILIES
 from .quality import psnr_rgb, ssim_rgb
 from .rows import LUMA_QUALITY, QUALITY_METRICS
 from .tasks import Task, TaskResult
+
+
+# the scores a finished cell must have finite (certificate bounds may be ±inf: abstained)
+SCORE_COLUMNS = ("clear", "attacked", "defended_clear", "defended_attacked", "defended_attacked_adaptive")
 
 
 class Worker:
@@ -102,10 +107,15 @@ class Worker:
         if task.probe:
             res.probes = self._probes(metric, task)
         attack = None
-        for ids, x, ref in self._by_shape(task.images):
-            ref = ref if metric.mode == "FR" else None
-            if attack is None:
-                attack = self._attack(task.attack, metric)
+        for img in task.images:
+            try:
+                ids, x, ref = self._load([img])
+                ref = ref if metric.mode == "FR" else None
+                if attack is None:
+                    attack = self._attack(task.attack, metric)
+            except Exception as exc:  # an unreadable image or an attack that cannot be built or fitted
+                self._fail(task, [img], exc, res)
+                continue
             self._group(metric, attack, task, ids, x, ref, res)
         return res
 
@@ -115,30 +125,43 @@ class Worker:
             attack = self._fit_attack(attack, metric, self.out_dir / "trainable")
         return attack
 
-    def _by_shape(self, ids: Sequence[str]) -> list[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
-        """Load a batch and split it into same-size groups (datasets may mix sizes)."""
-        groups: dict[tuple, list] = {}
+    def _load(self, ids: Sequence[str]) -> tuple[list[str], torch.Tensor, torch.Tensor | None]:
+        """Load same-size images as one batch (with their references when every one has one).
+
+        ``run`` computes one image at a time: no computation ever sees another image, so a
+        per-image result never depends on batch size, batch composition, order or executor (CPU
+        kernels may pick other blockings for other batch sizes and change the last bits)."""
+        xs, refs = [], []
         for img in ids:
             item = self.items[img]
-            x = check_image(item.load(), f"image {img!r}")
-            ref = item.load_ref() if item.load_ref is not None else None
-            groups.setdefault(tuple(x.shape), []).append((img, x, ref))
-        out = []
-        for recs in groups.values():
-            x = torch.cat([r[1] for r in recs]).to(self.device)
-            refs = [r[2] for r in recs]
-            ref = torch.cat(refs).to(self.device) if all(r is not None for r in refs) else None
-            out.append(([r[0] for r in recs], x, ref))
-        return out
+            xs.append(check_image(item.load(), f"image {img!r}"))
+            refs.append(item.load_ref() if item.load_ref is not None else None)
+        x = torch.cat(xs).to(self.device)
+        ref = torch.cat(refs).to(self.device) if all(r is not None for r in refs) else None
+        return list(ids), x, ref
+
+    def _fail(self, task: Task, ids: Sequence[str], exc: BaseException | str, res: TaskResult) -> None:
+        """Every pending cell of ``ids`` in this task fails with ``exc``: a failing attack, metric
+        or image loses its cells, not the run."""
+        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        for d_spec in task.defenses:
+            fields = [self._key_fields(task.metric, task.attack, d_spec, img, k) for img in ids
+                      if (k := self.plan.cell_key(task.metric, task.attack, d_spec, img)) in task.pending]
+            if fields:
+                res.errors.append((fields, msg))
 
     def _group(self, metric, attack, task: Task, ids, x, ref, res: TaskResult) -> None:
         m_spec, a_spec = task.metric, task.attack
-        with torch.no_grad():
-            clean = _score(metric, x, ref)
-        keys = [self.plan.attack_key(m_spec, a_spec, img) for img in ids]
-        x_adv, adv = self._cached_attack(keys, metric, lambda: attack, m_spec, a_spec, ids, x, ref, task, res)
-        with torch.no_grad():
-            attacked = _score(metric, x_adv, ref)
+        try:
+            with torch.no_grad():
+                clean = _finite(_score(metric, x, ref), "clean score")
+            keys = [self.plan.attack_key(m_spec, a_spec, img) for img in ids]
+            x_adv, adv = self._cached_attack(keys, metric, lambda: attack, m_spec, a_spec, ids, x, ref, task, res)
+            with torch.no_grad():
+                attacked = _finite(_score(metric, x_adv, ref), "attacked score")
+        except Exception as exc:
+            self._fail(task, ids, exc, res)
+            return
         shared = {"clean": clean, "attacked": attacked, "x_adv": x_adv, "adv": adv,
                   "q_ca": self._quality(x, x_adv, m_spec), "norms": _norms(x_adv, x)}
         for d_spec in task.defenses:
@@ -147,10 +170,18 @@ class Worker:
             if not sel:
                 continue
             try:
-                res.rows.extend(self._cell(metric, task, d_spec, ids, cell_keys, sel, x, ref, shared, res))
+                rows = self._cell(metric, task, d_spec, ids, cell_keys, sel, x, ref, shared, res)
             except Exception as exc:  # a failing method (or an image it cannot take) loses its cells, not the run
                 fields = [self._key_fields(m_spec, a_spec, d_spec, ids[i], cell_keys[i]) for i in sel]
                 res.errors.append((fields, f"{type(exc).__name__}: {exc}"))
+                continue
+            for row in rows:      # a NaN/Inf score is a failure, never a finished cell
+                bad = [c for c in SCORE_COLUMNS if row.get(c) is not None and not math.isfinite(row[c])]
+                if bad:
+                    fields = [{k: row[k] for k in ("cell", "run_id", "metric", "attack", "defense", "dataset", "image")}]
+                    res.errors.append((fields, f"non-finite {bad[0]} ({row[bad[0]]})"))
+                else:
+                    res.rows.append(row)
 
     def _cell(self, metric, task, d_spec, ids, keys, sel, x, ref, shared, res) -> list[dict[str, Any]]:
         plan, m_spec, a_spec = self.plan, task.metric, task.attack
@@ -319,7 +350,11 @@ class Worker:
         from .flags import probe_key
         from .probes import probe
 
-        ids_, x, ref = self._by_shape(self.plan.image_ids[:2])[0]
+        first = self.plan.image_ids[:2]
+        try:
+            ids_, x, ref = self._load(first)
+        except RuntimeError:      # the first two images differ in size: probe on the first alone
+            ids_, x, ref = self._load(first[:1])
         ref = ref if metric.mode == "FR" else None
         out = []
         for d_spec in task.probe:
@@ -339,6 +374,12 @@ class Worker:
 
 def _score(metric, x, ref):
     return metric(x) if ref is None else metric(x, ref)
+
+
+def _finite(scores: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool(torch.isfinite(scores).all()):
+        raise FloatingPointError(f"non-finite {what} ({scores.tolist()})")
+    return scores
 
 
 def _norms(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
