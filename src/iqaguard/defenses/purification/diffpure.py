@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ... import weights as _weights
 from ...errors import InputError
+from ...atomic import replacing
 from ...limits import MAX_SIDE
 from ...registry import DEFENSES
 from ..base import Purifier
@@ -226,8 +227,9 @@ def save_guided_unet(model: GuidedUNet, path) -> Path:
     from safetensors.torch import save_file
 
     p = Path(path)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(p),
-              metadata={_CONFIG_KEY: json.dumps(model.config)})
+    with replacing(p) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={_CONFIG_KEY: json.dumps(model.config)})
     return p
 
 
