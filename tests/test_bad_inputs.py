@@ -138,6 +138,14 @@ def test_corrupt_safetensors(tmp_path):
     _one_line(exc, "w.safetensors", "not a valid safetensors file")
 
 
+def test_wrong_sha256_is_refused(tmp_path):
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"not the published file")
+    with pytest.raises(InputError) as exc:
+        resolve("w.safetensors", path=p, sha256="0" * 64)
+    _one_line(exc, "w.safetensors", "wrong SHA-256")
+
+
 class _Payload:
     """Unpickling this calls ``open(marker, 'w')``: code execution from a weights file."""
 
