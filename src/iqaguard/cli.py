@@ -168,8 +168,7 @@ def _cmd_report(args) -> int:
     from .report import report_from_store
 
     readable_file(args.store, "--store")
-    if args.out:
-        output_dir(args.out, "--out")
+    output_dir(args.out or Path(args.store).parent, "--out")   # default: the store's folder
 
     result = report_from_store(args.store, args.out, run_id=args.run)
     for name, path in result.files.items():
