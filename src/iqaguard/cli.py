@@ -131,6 +131,11 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from .paths import output_dir, output_file
+
+    output_dir(args.out, "--out")               # before any work: nothing is created on error
+    if args.store:
+        output_file(args.store, "--store")
     data = dataset_spec(args.data) if args.data else None
     adaptive = None
     if args.no_adaptive:
@@ -194,7 +199,11 @@ def _split_specs(text: str) -> list[str]:
 
 
 def _cmd_report(args) -> int:
+    from .paths import output_dir, readable_file
     from .report import report_from_store
+
+    readable_file(args.store, "--store")
+    output_dir(args.out or Path(args.store).parent, "--out")   # default: the store's folder
 
     result = report_from_store(args.store, args.out, run_id=args.run)
     for name, path in result.files.items():
@@ -204,6 +213,9 @@ def _cmd_report(args) -> int:
 
 def _cmd_train_defense(args) -> int:
     from .defenses.training.command import train_defense_command
+    from .paths import output_dir
+
+    output_dir(args.out, "--out")
 
     r = train_defense_command(args.defense, args.metric, dataset_spec(args.data), args.limit, args.out,
                               args.train_images, progress=not args.no_progress)
@@ -230,6 +242,9 @@ def _cmd_score(args) -> int:
     from .images import load_image
 
     metric = ig.create_metric(args.metric).to(args.device).eval()
+    if metric.mode == "NR" and args.ref:
+        raise InputError(f"metric {args.metric!r} is no-reference and would ignore --ref; drop --ref "
+                         f"or use a full-reference metric")
     x = load_image(args.image).to(args.device)
     with torch.no_grad():
         if metric.mode == "FR":
@@ -249,8 +264,11 @@ def _cmd_score(args) -> int:
 def _cmd_calibrate_budgets(args) -> int:
     import json
 
+    from .atomic import write_text
     from .attacks import calibration
+    from .paths import output_file
 
+    output_file(args.out, "--out")    # checked before the calibration, which takes minutes
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     table = calibration.calibrate_budgets(
         metric=args.metric, data=dataset_spec(args.data), limit=args.limit, size=args.size, attacks=attacks,
@@ -261,8 +279,7 @@ def _cmd_calibrate_budgets(args) -> int:
 
         shipped = json.loads(resources.files("iqaguard.tables").joinpath("attack_budgets.json").read_text())
         table = calibration.merge_into(shipped, table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
+    write_text(args.out, json.dumps(table, indent=1) + "\n")
     print(f"budget table: {args.out}")
     return 0
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ._version import __version__
+from .atomic import replacing
 from .errors import InputError
 from .images import check_image
 from .spec import format_spec
@@ -144,13 +144,7 @@ def fit_or_load(obj, metric, images: torch.Tensor, cache_dir: str | os.PathLike,
             "metric": spec_of(metric), "version": __version__, "format": STATE_FORMAT,
             "train_images": str(tuple(images.shape)),
             "fit_seconds": f"{obj.fit_stats.seconds:.3f}"}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in obj.state_dict().items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in obj.state_dict().items()}, str(tmp), metadata=meta)
     obj.fitted_on = spec_of(metric)
     return obj

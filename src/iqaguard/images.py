@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .atomic import replacing
 from .errors import InputError
+from .paths import readable_file
 
 # Pillow refuses images above this many pixels (decompression-bomb guard); 2x it raises.
 MAX_PIXELS = 89_478_485
@@ -114,11 +116,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     EXIF orientation is applied; L/LA/P/RGBA/CMYK/I;16 are converted to RGB. Missing, empty,
     truncated, oversized (decompression bomb) or non-image files raise InputError naming the file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"image file {str(p)!r} does not exist")
-    if not p.is_file():
-        raise InputError(f"image path {str(p)!r} is not a file")
+    p = readable_file(path, "image file")   # missing, directory, symlink loop, permission denied
     if p.stat().st_size == 0:
         raise InputError(f"image file {str(p)!r} is empty (0 bytes)")
     old_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -149,10 +147,8 @@ def save_png(x: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write one image (1×3×H×W) as an 8-bit PNG, atomically (temp file then rename)."""
     check_image(x, "x")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    Image.fromarray(to_uint8(x)).save(tmp, format="PNG")
-    os.replace(tmp, p)
+    with replacing(p) as tmp:
+        Image.fromarray(to_uint8(x)).save(tmp, format="PNG")
     return p
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .paths import readable_file
 
 
 def _sha256(path: Path) -> str:
@@ -30,9 +31,13 @@ def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str
             hf_repo: str | None = None, allow_download: bool = False, source: str = "",
             torch_hub: bool = False) -> Path:
     """Find ``filename``; raise InputError saying which file is needed and where to put it."""
-    candidates: list[Path] = []
     if path:
-        candidates.append(Path(path))
+        # an explicit path is used or refused, never silently replaced by another copy
+        found = readable_file(path, "weights file")
+        if sha256 and _sha256(found) != sha256:
+            raise InputError(f"weights file {str(found)!r} has the wrong SHA-256 (expected {sha256})")
+        return found
+    candidates: list[Path] = []
     env = os.environ.get("IQAGUARD_WEIGHTS")
     if env:
         candidates.append(Path(env) / filename)
@@ -62,15 +67,21 @@ def resolve(filename: str, *, path: str | os.PathLike | None = None, sha256: str
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict safely (safetensors, or torch.load with weights_only=True)."""
-    p = Path(path)
+    p = readable_file(path, "weights file")
     if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(p))
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"weights file {str(p)!r} is not a valid safetensors file: {exc}") from None
     try:
+        # weights_only: a pickle may only rebuild tensors and containers, never call code
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"could not load weights {str(p)!r} safely: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"could not load weights {str(p)!r} safely (refused or unreadable): {first}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state

@@ -19,6 +19,7 @@ Trainable (universal / generative) attacks are exempt: their perturbation is fix
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, asdict
 from typing import Any
@@ -60,6 +61,9 @@ class Attack:
         if direction not in ("better", "worse"):
             raise InputError(f"direction must be 'better' or 'worse', got {direction!r}")
         self.direction = direction
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                                   or not math.isfinite(target)):
+            raise InputError(f"target must be a finite score or None, got {target!r}")
         self.target = None if target is None else float(target)
         self.stats = AttackStats()
 

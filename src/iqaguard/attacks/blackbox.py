@@ -77,8 +77,8 @@ class SquareAttack(_BlackBox):
     def __init__(self, eps: float = 4 / 255, n_queries: int = 10000, p_init: float = 0.05,
                  seed: int | None = None, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
-        self.n_queries = check.integer(n_queries, "n_queries")
+        self.eps = check.linf(eps, "eps")
+        self.n_queries = check.queries(n_queries)
         self.p_init = check.positive(p_init, "p_init")
         if self.p_init > 1:
             raise InputError(f"p_init must be in (0, 1], got {p_init!r}")
@@ -138,9 +138,9 @@ class Parsimonious(_BlackBox):
     def __init__(self, eps: float = 4 / 255, n_queries: int = 10000, block_size: int = 32,
                  seed: int | None = None, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
-        self.n_queries = check.integer(n_queries, "n_queries")
-        self.block_size = check.integer(block_size, "block_size")
+        self.eps = check.linf(eps, "eps")
+        self.n_queries = check.queries(n_queries)
+        self.block_size = check.integer(block_size, "block_size", maximum=check.MAX_SIDE)
         self.seed = check.seed(seed)
 
     def perturb(self, metric, x, ref):
@@ -200,12 +200,12 @@ class GradEst(_BlackBox):
                  steps: int = 250, eta: float = 0.1, seed: int | None = None,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
-        self.sigma = check.positive(sigma, "sigma")
-        self.tile = check.integer(tile, "tile")
+        self.eps = check.linf(eps, "eps")
+        self.sigma = check.positive(sigma, "sigma", maximum=1.0)
+        self.tile = check.integer(tile, "tile", maximum=check.MAX_SIDE)
         self.pairs = check.integer(pairs, "pairs")
-        self.steps = check.integer(steps, "steps")
-        self.eta = check.nonneg(eta, "eta")
+        self.steps = check.steps(steps)
+        self.eta = check.nonneg(eta, "eta", maximum=check.MAX_LR)
         self.seed = check.seed(seed)
 
     def _tiled(self, u, h, w):

@@ -94,14 +94,14 @@ class CAdv(Attack):
     def __init__(self, lr: float = 0.0005, steps: int = 10, hints: int = 50, clusters: int = 8, k: int = 4,
                  seed: int = 0, weights: str = "", direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.lr = check.positive(lr, "lr")
-        self.steps = check.integer(steps, "steps", minimum=0)
-        self.hints = check.integer(hints, "hints")
-        self.clusters = check.integer(clusters, "clusters")
+        self.lr = check.lr(lr)
+        self.steps = check.steps(steps, minimum=0)
+        self.hints = check.integer(hints, "hints", maximum=check.MAX_SIDE ** 2)
+        self.clusters = check.integer(clusters, "clusters", maximum=check.MAX_SIDE ** 2)
         self.k = check.integer(k, "k")
         if self.k > self.clusters:
             raise InputError(f"k must be <= clusters ({self.clusters}), got {k!r}")
-        self.seed = check.integer(seed, "seed", minimum=0)
+        self.seed = check.integer(seed, "seed", minimum=0, maximum=check.limits.MAX_SEED)
         if not isinstance(weights, str):
             raise InputError(f"weights must be a path string ('' = shipped colouriser), got {weights!r}")
         self.weights = weights

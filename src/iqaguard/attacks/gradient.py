@@ -79,7 +79,7 @@ class FGSM(_LinfIterative):
 
     def __init__(self, eps: float = 4 / 255, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
+        self.eps = check.linf(eps, "eps")
 
     def perturb(self, metric, x, ref):
         # x + eps·sign(∇) is inside the eps-box by construction: only [0,1] needs a clamp
@@ -97,9 +97,9 @@ class IFGSM(_LinfIterative):
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
-        self.alpha = check.nonneg(alpha, "alpha")
-        self.steps = check.integer(steps, "steps")
+        self.eps = check.linf(eps, "eps")
+        self.alpha = check.linf(alpha, "alpha")
+        self.steps = check.steps(steps)
 
     def perturb(self, metric, x, ref):
         lo, hi = _linf_box(x, self.eps)
@@ -116,10 +116,10 @@ class MIFGSM(_LinfIterative):
     def __init__(self, eps: float = 10 / 255, alpha: float = 1 / 255, steps: int = 10,
                  decay: float = 1.0, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.nonneg(eps, "eps")
-        self.alpha = check.nonneg(alpha, "alpha")
-        self.steps = check.integer(steps, "steps")
-        self.decay = check.nonneg(decay, "decay")
+        self.eps = check.linf(eps, "eps")
+        self.alpha = check.linf(alpha, "alpha")
+        self.steps = check.steps(steps)
+        self.decay = check.nonneg(decay, "decay", maximum=10.0)
 
     def perturb(self, metric, x, ref):
         lo, hi = _linf_box(x, self.eps)
@@ -153,10 +153,10 @@ class AMIFGSM(_LinfIterative):
     def __init__(self, K: float = 0.5, steps: int = 10, decay: float = 1.0, niqe_patch: int = 96,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.K = check.nonneg(K, "K")
-        self.steps = check.integer(steps, "steps")
-        self.decay = check.nonneg(decay, "decay")
-        self.niqe_patch = check.integer(niqe_patch, "niqe_patch", minimum=8)
+        self.K = check.nonneg(K, "K", maximum=100.0)
+        self.steps = check.steps(steps)
+        self.decay = check.nonneg(decay, "decay", maximum=10.0)
+        self.niqe_patch = check.integer(niqe_patch, "niqe_patch", minimum=8, maximum=check.MAX_SIDE)
         if self.niqe_patch % 2:
             raise InputError(f"niqe_patch must be an even integer >= 8, got {niqe_patch!r}")
         self._niqe = None
@@ -235,15 +235,16 @@ class PGD(_LinfIterative):
             raise InputError(f"norm must be 'linf' or 'l2', got {norm!r}")
         self.norm = norm
         self.threat = norm
-        self.eps = check.nonneg(eps, "eps")
-        self.alpha = None if alpha is None else check.nonneg(alpha, "alpha")
-        self.steps = check.integer(steps, "steps")
+        # ℓ∞: a radius in [0, 1]; ℓ2: finite here, and below the image diagonal at call time
+        self.eps = check.linf(eps, "eps") if norm == "linf" else check.nonneg(eps, "eps")
+        if alpha is not None:
+            alpha = check.linf(alpha, "alpha") if norm == "linf" else check.nonneg(alpha, "alpha")
+        self.alpha = alpha
+        self.steps = check.steps(steps)
         if not isinstance(random_start, bool):
             raise InputError(f"random_start must be True or False, got {random_start!r}")
         self.random_start = random_start
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InputError(f"seed must be an integer or None, got {seed!r}")
-        self.seed = seed
+        self.seed = check.seed(seed)
 
     @property
     def step_size(self) -> float:
@@ -274,6 +275,10 @@ class PGD(_LinfIterative):
         return torch.addcmul(x, delta, _per_image(factor)).clamp_(0.0, 1.0)
 
     def _l2(self, metric, x, ref):
+        diagonal = x[0].numel() ** 0.5   # ℓ2 distance from the black to the white image
+        if self.eps > diagonal:
+            raise InputError(f"eps={self.eps:g} exceeds the ℓ2 diameter of a {tuple(x.shape[1:])} "
+                             f"image in [0,1] ({diagonal:.4g}); use a smaller ℓ2 radius")
         alpha = self.step_size
         x_adv = x
         if self.random_start and self.eps > 0:

@@ -74,8 +74,8 @@ class _AdamAttack(Attack):
 
     def __init__(self, lr: float, steps: int, direction: str, target: float | None):
         super().__init__(direction=direction, target=target)
-        self.lr = check.positive(lr, "lr")
-        self.steps = check.integer(steps, "steps")
+        self.lr = check.lr(lr)
+        self.steps = check.steps(steps)
 
     @property
     def budget(self) -> float:
@@ -217,9 +217,9 @@ class MADC(Attack):
     def __init__(self, lr: float = 0.001, steps: int = 8, bound: float = RMSE_BOUND,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.lr = check.positive(lr, "lr")
-        self.steps = check.integer(steps, "steps")
-        self.bound = check.nonneg(bound, "bound")
+        self.lr = check.lr(lr)
+        self.steps = check.steps(steps)
+        self.bound = check.linf(bound, "bound")
 
     @property
     def budget(self) -> float:

@@ -73,14 +73,14 @@ class PatchRS(Attack):
                  update_loc_period: int = 4, seed: int | None = 0,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.eps = check.integer(eps, "eps", 1)
+        self.eps = check.integer(eps, "eps", 1, maximum=check.MAX_SIDE ** 2)
         side = math.isqrt(self.eps)
         if side * side != self.eps:
             raise InputError(f"eps (patch area in pixels) must be a perfect square, got {eps!r}")
         self.side = side
-        self.n_queries = check.integer(n_queries, "n_queries", 1)
+        self.n_queries = check.queries(n_queries)
         self.p_init = check.unit(p_init, "p_init", low_open=True)
-        self.update_loc_period = check.integer(update_loc_period, "update_loc_period", 2)
+        self.update_loc_period = check.integer(update_loc_period, "update_loc_period", 2, maximum=check.MAX_QUERIES)
         self.seed = check.seed(seed)
 
     @property
@@ -174,9 +174,9 @@ class OnePixel(Attack):
                  mutation: float = 0.5, recombination: float = 1.0, chunk: int = 256,
                  seed: int | None = 0, direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.pixel_count = check.integer(pixel_count, "pixel_count", 1)
-        self.popsize = check.integer(popsize, "popsize", 4)
-        self.steps = check.integer(steps, "steps", 0)
+        self.pixel_count = check.integer(pixel_count, "pixel_count", 1, maximum=check.MAX_SIDE ** 2)
+        self.popsize = check.integer(popsize, "popsize", 4, maximum=check.MAX_QUERIES)
+        self.steps = check.steps(steps, minimum=0)
         if isinstance(mutation, bool) or not isinstance(mutation, (int, float)) \
                 or not math.isfinite(mutation) or not 0 < mutation <= 2:
             raise InputError(f"mutation (F) must be a number in (0, 2], got {mutation!r}")

@@ -9,13 +9,12 @@ max_eval=25)`` stepped 3 times, 50·L_adv + 1e-5·L_flow).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..registry import ATTACKS
+from . import _checks as check
 from .base import Attack
 
 
@@ -80,14 +79,12 @@ class StAdv(Attack):
                  adv_weight: float = 50.0, smooth_weight: float = 1e-5,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        for name, v in (("lr", lr), ("adv_weight", adv_weight), ("smooth_weight", smooth_weight)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
-        if lr <= 0:
-            raise InputError(f"lr must be > 0, got {lr!r}")
-        for name, v in (("steps", steps), ("max_iter", max_iter), ("max_eval", max_eval)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
-                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+        check.lr(lr)
+        check.nonneg(adv_weight, "adv_weight")
+        check.nonneg(smooth_weight, "smooth_weight")
+        check.steps(steps)
+        check.steps(max_iter, "max_iter")
+        check.steps(max_eval, "max_eval")
         self.lr = float(lr)
         self.steps = int(steps)
         self.max_iter = int(max_iter)

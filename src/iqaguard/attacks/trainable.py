@@ -52,12 +52,10 @@ class TrainableAttack(Attack):
     def __init__(self, epochs: int = 5, lr: float = 1e-3, batch: int = 4, seed: int = 0,
                  direction: str = "better", target: float | None = None):
         super().__init__(direction=direction, target=target)
-        self.epochs = check.integer(epochs, "epochs")
-        self.lr = check.positive(lr, "lr")
+        self.epochs = check.integer(epochs, "epochs", maximum=check.MAX_EPOCHS)
+        self.lr = check.lr(lr)
         self.batch = check.integer(batch, "batch")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an integer (training is seeded), got {seed!r}")
-        self.seed = seed
+        self.seed = check.limits.seed(seed, optional=False)   # training is seeded
         self._fitted = False
         self.fit_stats = AttackStats()
         self.fitted_on: str | None = None

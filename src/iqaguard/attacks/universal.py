@@ -66,8 +66,8 @@ class UAP(TrainableAttack):
                  size: int = 256, batch: int = 4, seed: int = 0,
                  direction: str = "better", target: float | None = None):
         super().__init__(epochs=epochs, lr=lr, batch=batch, seed=seed, direction=direction, target=target)
-        self.amplitude = check.nonneg(amplitude, "amplitude")
-        self.size = check.integer(size, "size", minimum=8)
+        self.amplitude = check.linf(amplitude, "amplitude")
+        self.size = check.integer(size, "size", minimum=8, maximum=check.MAX_SIDE)
         self.perturbation = torch.zeros(1, 3, self.size, self.size)
 
     @property
@@ -158,8 +158,8 @@ class CNNAttack(TrainableAttack):
     def __init__(self, amplitude: float = 0.04, epochs: int = 5, lr: float = 1e-3, batch: int = 4,
                  ngf: int = 16, seed: int = 0, direction: str = "better", target: float | None = None):
         super().__init__(epochs=epochs, lr=lr, batch=batch, seed=seed, direction=direction, target=target)
-        self.amplitude = check.nonneg(amplitude, "amplitude")
-        self.ngf = check.integer(ngf, "ngf")
+        self.amplitude = check.linf(amplitude, "amplitude")
+        self.ngf = check.integer(ngf, "ngf", maximum=check.limits.MAX_WIDTH)
         self.generator = FACPAUNet(self.ngf).eval()
         for p in self.generator.parameters():
             p.requires_grad_(False)

@@ -14,18 +14,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import InputError
+from ..paths import readable_dir, readable_file
 
 
 def check_root(root: str, dataset: str, what: str) -> Path:
     """``root`` as an existing folder, or an InputError naming the dataset."""
     if not isinstance(root, str) or not root.strip():
         raise InputError(f"{dataset} dataset needs root=<{what}>, got an empty root")
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise InputError(f"root folder {root!r} does not exist")
-    if not path.is_dir():
-        raise InputError(f"root {root!r} is not a folder")
-    return path
+    # missing, a file, a symlink loop or unlistable (permission denied): one line naming root
+    return readable_dir(Path(root).expanduser(), "root folder")
 
 
 class CaseFolder:
@@ -87,6 +84,7 @@ def require_dir(root: Path, candidates: Sequence[str], dataset: str) -> Path:
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header (stripped) and rows of a UTF-8 CSV file (a BOM is ignored)."""
+    readable_file(path, "csv file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csvlib.DictReader(fh)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InputError
+from ..atomic import replacing
 from . import scores
 from .flags import FLAG_COLUMNS, annotate, annotate_worst, compute_flags
 from .store import Store
@@ -85,9 +86,8 @@ def collect(st: Store, run_id: str | None, out_dir: str | Path | None = None) ->
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        df.to_csv(tmp, index=False)
     return path
 
 

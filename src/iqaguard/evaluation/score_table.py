@@ -259,7 +259,9 @@ def update_doc(path: str | Path) -> bool:
     head, body, tail = _split(text, path)
     new = f"{head}{BEGIN}\n{render_markdown()}{END}{tail}"
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        from iqaguard.atomic import write_text   # absolute: this module also runs as a script
+
+        write_text(path, new)
     return new != text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import InputError
+from ..paths import output_file, readable_file
 from .rows import ROW_COLUMNS
 
 SCHEMA_VERSION = 2
@@ -63,11 +65,14 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         label = str(self.path)
-        if self.path.is_dir():
-            raise InputError(f"store {label!r} is a directory, not a file")
+        # directory, symlink loop, permission denied, read-only: named before SQLite sees the file
+        if readonly or os.path.lexists(self.path):
+            readable_file(self.path, "store")
+        if not readonly:
+            output_file(self.path, "store")
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if readonly and not exists:
-            raise InputError(f"store {label!r} does not exist")
+            raise InputError(f"store {label!r} is empty (0 bytes), not an iqaguard store")
         try:
             self.version = self._recognise(label) if exists else SCHEMA_VERSION
             if readonly:

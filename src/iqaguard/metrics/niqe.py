@@ -30,6 +30,7 @@ import io
 import numpy as np
 import torch
 
+from .. import limits
 from ..errors import InputError
 from ..registry import METRICS
 from .base import Metric
@@ -152,7 +153,7 @@ class NIQE(Metric):
     def __init__(self, channel: str = "yiq", patch_size: int = 96, quantize: bool = True):
         super().__init__()
         check_channel(channel, NSS_CHANNELS)
-        if int(patch_size) != patch_size or patch_size < 8 or patch_size % 2:
+        if limits.integer(patch_size, "patch_size", 8, limits.MAX_SIDE) % 2:
             raise InputError(f"patch_size must be an even integer ≥ 8, got {patch_size!r}")
         self.channel, self.patch_size, self.quantize = channel, int(patch_size), bool(quantize)
         p = pristine_params()

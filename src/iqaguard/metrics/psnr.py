@@ -32,8 +32,10 @@ class PSNR(Metric):
     def __init__(self, channel: str = "rgb", mse_floor: float | None = None):
         super().__init__()
         self.channel = check_channel(channel)
-        if mse_floor is not None and not (isinstance(mse_floor, (int, float)) and mse_floor > 0):
-            raise InputError(f"mse_floor must be a number > 0 or none, got {mse_floor!r}")
+        # the MSE of [0,1] images is at most 1, so a floor above 1 would flatten every score
+        if mse_floor is not None and (isinstance(mse_floor, bool) or not isinstance(mse_floor, (int, float))
+                                      or not 0 < mse_floor <= 1):
+            raise InputError(f"mse_floor must be a number in (0, 1] or none, got {mse_floor!r}")
         self.mse_floor = None if mse_floor is None else float(mse_floor)
 
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

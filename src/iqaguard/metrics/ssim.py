@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import limits
 from ..errors import InputError
 from ..registry import METRICS
 from .base import Metric
@@ -30,6 +31,8 @@ from .filters import box_downsample, filter_stack, gaussian_kernel1d
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # Wang et al. 2003, Table/Sec. 3
 PYIQA_CHANNEL = "yiq"
 POOL_BORDERS = ("symmetric", "zero")
+#: Largest Gaussian window (side and sigma) accepted: published SSIM uses 11 px, sigma 1.5.
+MAX_WINDOW = 1023
 
 
 def ssim_maps(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, k1: float, k2: float,
@@ -68,10 +71,11 @@ class _SSIMBase(Metric):
                  quantize: bool | None, clip_cs: bool | None):
         super().__init__()
         self.channel = check_channel(channel)
-        if int(win_size) != win_size or win_size < 1 or win_size % 2 == 0:
+        if limits.integer(win_size, "win_size", 1, MAX_WINDOW) % 2 == 0:
             raise InputError(f"win_size must be an odd positive integer, got {win_size!r}")
-        if not sigma > 0:
-            raise InputError(f"sigma must be > 0, got {sigma!r}")
+        limits.real(sigma, "sigma", lo=0.0, lo_open=True, hi=MAX_WINDOW)
+        limits.real(k1, "k1", lo=0.0, hi=1.0)    # Wang et al. 2004: K1 = 0.01, K2 = 0.03
+        limits.real(k2, "k2", lo=0.0, hi=1.0)
         self.win_size, self.sigma, self.k1, self.k2 = int(win_size), float(sigma), float(k1), float(k2)
         pyiqa = self.channel == PYIQA_CHANNEL
         self.quantize = _flag(quantize, "quantize", pyiqa)

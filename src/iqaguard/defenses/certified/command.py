@@ -27,6 +27,9 @@ def certify_command(metric_spec: str, defense_spec: str, image_paths: Sequence[s
     if metric.mode == "FR" and (not ref_paths or len(ref_paths) != len(image_paths)):
         raise InputError(f"full-reference metric {metric.name!r} needs one reference per image "
                          f"({len(image_paths)} images, {len(ref_paths or [])} references)")
+    if metric.mode == "NR" and ref_paths:
+        raise InputError(f"metric {metric.name!r} is no-reference and would ignore --ref; drop --ref "
+                         f"or use a full-reference metric")
     smoothed = defense.protect(metric)
     m_key, d_key = canonical(metric), canonical(defense)
     rows = []

@@ -4,14 +4,16 @@ from __future__ import annotations
 from numbers import Integral
 
 from ...errors import InputError
+from ...limits import MAX_SAMPLES
 from ...metrics.base import Metric
 from ..base import Defense
 from ..purification._checks import real
 
 
-def count(value, name: str, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+def count(value, name: str, lo: int = 1, hi: int = MAX_SAMPLES) -> int:
+    """An integer in [lo, hi]; by default a Monte-Carlo sample count (``limits.MAX_SAMPLES``)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= value <= hi:
+        raise InputError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
     return int(value)
 
 

@@ -177,7 +177,7 @@ class DensePure(_DiffusionRS):
 
     def _configure(self, sigma, n0, n, alpha, bins, steps, votes, weights, model=None):
         RS.__init__(self, sigma, n0, n, alpha, bins)
-        self.steps = count(steps, "steps")
+        self.steps = count(steps, "steps", 1, 1000)   # the DDPM schedule has 1000 timesteps
         self.votes = count(votes, "votes")
         if model is None:
             model = self._load(weights)

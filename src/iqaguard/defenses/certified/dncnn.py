@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ... import weights as _weights
+from ...atomic import replacing
 from ...errors import InputError
 from ..purification._learned import freeze, load_strict
 
@@ -46,8 +47,9 @@ class DnCNN(nn.Module):
 def save_dncnn(net: DnCNN, path, sigma: float) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path),
-              metadata={_META_CHANNELS: str(net.channels), _META_SIGMA: repr(float(sigma))})
+    with replacing(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp),
+                  metadata={_META_CHANNELS: str(net.channels), _META_SIGMA: repr(float(sigma))})
 
 
 def load_dncnn(path: str = "") -> tuple[DnCNN, float]:

@@ -44,7 +44,7 @@ class DnCNNDenoiser:
 
 
 def _bins(value) -> int:
-    return count(value, "bins", 1)
+    return count(value, "bins", 1, 10_000)   # score-range bins: the study uses 10
 
 
 @DEFENSES.register("rs")

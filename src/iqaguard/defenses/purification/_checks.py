@@ -1,12 +1,13 @@
 """Constructor-parameter checks shared by the purifiers: bad values fail early, naming the parameter."""
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 
+from ... import limits
 from ...errors import InputError
+from ...limits import MAX_REAL
 
 
 def odd_kernel(value, name: str = "kernel_size") -> int:
@@ -24,17 +25,11 @@ def int_in(value, name: str, lo: int, hi: int) -> int:
     return int(value)
 
 
-def real(value, name: str, *, lo: float | None = None, hi: float | None = None,
+def real(value, name: str, *, lo: float | None = None, hi: float | None = MAX_REAL,
          lo_open: bool = False, what: str = "") -> float:
-    """A finite real number within the given bounds (``lo_open`` excludes ``lo``)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise InputError(f"{name} must be a finite number{what}, got {value!r}")
-    v = float(value)
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise InputError(f"{name} must be {'>' if lo_open else '>='} {lo}{what}, got {value!r}")
-    if hi is not None and v > hi:
-        raise InputError(f"{name} must be <= {hi}{what}, got {value!r}")
-    return v
+    """A finite real number within the given bounds (``lo_open`` excludes ``lo``); the default
+    upper bound is ``limits.MAX_REAL``."""
+    return limits.real(value, name, lo=lo, hi=hi, lo_open=lo_open, what=what)
 
 
 def fits_reflect(x: torch.Tensor, kernel_size: int) -> None:

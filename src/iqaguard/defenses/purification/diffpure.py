@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from ... import weights as _weights
 from ...errors import InputError
+from ...atomic import replacing
+from ...limits import MAX_SIDE
 from ...registry import DEFENSES
 from ..base import Purifier
 from ._checks import int_in
@@ -225,8 +227,9 @@ def save_guided_unet(model: GuidedUNet, path) -> Path:
     from safetensors.torch import save_file
 
     p = Path(path)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(p),
-              metadata={_CONFIG_KEY: json.dumps(model.config)})
+    with replacing(p) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={_CONFIG_KEY: json.dumps(model.config)})
     return p
 
 
@@ -402,8 +405,8 @@ class DiffPure(Purifier):
         if sampler not in ("ddpm", "sde"):
             raise InputError(f"sampler must be 'ddpm' or 'sde', got {sampler!r}")
         self.sampler = sampler
-        if isinstance(size, bool) or not isinstance(size, Integral) or size < 0:
-            raise InputError(f"size must be an integer >= 0 (0 keeps the input size), got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, Integral) or not 0 <= size <= MAX_SIDE:
+            raise InputError(f"size must be an integer in 0..{MAX_SIDE} (0 keeps the input size), got {size!r}")
         self.size = int(size)
         if not isinstance(clip_denoised, bool):
             raise InputError(f"clip_denoised must be a bool, got {clip_denoised!r}")

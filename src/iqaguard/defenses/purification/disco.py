@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ... import weights as _weights
 from ...errors import InputError
+from ...limits import MAX_SIDE
 from ...registry import DEFENSES
 from ..base import Purifier
 
@@ -195,8 +196,8 @@ class Disco(Purifier):
     randomized = False
 
     def __init__(self, out_size: int = 0, weights: str = ""):
-        if isinstance(out_size, bool) or not isinstance(out_size, Integral) or out_size < 0:
-            raise InputError(f"out_size must be an integer >= 0 (0 keeps the input size), got {out_size!r}")
+        if isinstance(out_size, bool) or not isinstance(out_size, Integral) or not 0 <= out_size <= MAX_SIDE:
+            raise InputError(f"out_size must be an integer in 0..{MAX_SIDE} (0 keeps the input size), got {out_size!r}")
         if not isinstance(weights, str):
             raise InputError(f"weights must be a path string, got {weights!r}")
         self.out_size = int(out_size)

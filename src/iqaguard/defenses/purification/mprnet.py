@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ...limits import MAX_DEPTH, MAX_WIDTH
+from ._checks import int_in
 from ...registry import DEFENSES
 from ._learned import LearnedPurifier, freeze, load_checkpoint, load_strict
 
@@ -251,10 +253,9 @@ class MPRNet(nn.Module):
         return [self.tail(x3) + x, img2, torch.cat([img1_top, img1_bot], 2)]
 
 
-def _pos_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+def _pos_int(value, name: str, hi: int = MAX_WIDTH) -> int:
+    """A width or depth of the network: 1..``limits.MAX_WIDTH`` (channels) or ``MAX_DEPTH`` (blocks)."""
+    return int_in(value, name, 1, hi)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
@@ -282,11 +283,11 @@ class MPRNetDefense(LearnedPurifier):
         self.n_feat = _pos_int(n_feat, "n_feat")
         self.scale_unetfeats = _pos_int(scale_unetfeats, "scale_unetfeats")
         self.scale_orsnetfeats = _pos_int(scale_orsnetfeats, "scale_orsnetfeats")
-        self.num_cab = _pos_int(num_cab, "num_cab")
-        self.kernel_size = _pos_int(kernel_size, "kernel_size")
+        self.num_cab = _pos_int(num_cab, "num_cab", MAX_DEPTH)
+        self.kernel_size = _pos_int(kernel_size, "kernel_size", 99)
         if self.kernel_size % 2 == 0:
             raise InputError(f"kernel_size must be odd, got {kernel_size}")
-        self.reduction = _pos_int(reduction, "reduction")
+        self.reduction = _pos_int(reduction, "reduction", MAX_WIDTH)
         if self.n_feat < self.reduction:
             raise InputError(f"n_feat ({n_feat}) must be >= reduction ({reduction})")
         state = load_checkpoint(WEIGHTS, path=weights, source=SOURCE)

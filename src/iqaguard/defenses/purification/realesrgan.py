@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ...limits import MAX_DEPTH, MAX_WIDTH
+from ._checks import int_in
 from ...registry import DEFENSES
 from ._learned import LearnedPurifier, freeze, load_checkpoint, load_strict
 
@@ -69,10 +71,9 @@ def dni(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], weig
     return {k: wa * v.float() + wb * state_b[k].float() for k, v in state_a.items()}
 
 
-def _pos_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+def _pos_int(value, name: str, hi: int = MAX_WIDTH) -> int:
+    """A width or depth of the network: 1..``limits.MAX_WIDTH`` (channels) or ``MAX_DEPTH`` (blocks)."""
+    return int_in(value, name, 1, hi)
 
 
 @DEFENSES.register("realesrgan")
@@ -99,7 +100,7 @@ class RealESRGAN(LearnedPurifier):
         self.denoise_strength = float(denoise_strength)
         self.outscale = float(outscale)
         self.num_feat = _pos_int(num_feat, "num_feat")
-        self.num_conv = _pos_int(num_conv, "num_conv")
+        self.num_conv = _pos_int(num_conv, "num_conv", MAX_DEPTH)
         self.changes_size = self.outscale != 1.0
 
         main = load_checkpoint(MAIN, path=weights, source=RELEASE + MAIN, prefer=PREFER)

@@ -33,6 +33,8 @@ from ...images import check_image
 from ...metrics.base import Metric
 from ...fitting import spec_of
 from ..base import Defense
+from ... import limits
+from ...limits import MAX_BATCH, MAX_EPOCHS, MAX_LR
 from ..purification._checks import int_in, real
 
 LOSSES = ("mse", "l1")
@@ -74,15 +76,13 @@ class TrainedDefense(Defense):
     changes_size = False
 
     def __init__(self, epochs: int = 4, lr: float = 0.0125, batch: int = 8, loss: str = "mse", seed: int = 0):
-        self.epochs = int_in(epochs, "epochs", 1, 10_000)
-        self.lr = real(lr, "lr", lo=0.0, lo_open=True)
-        self.batch = int_in(batch, "batch", 1, 1_000_000)
+        self.epochs = int_in(epochs, "epochs", 1, MAX_EPOCHS)
+        self.lr = real(lr, "lr", lo=0.0, lo_open=True, hi=MAX_LR)
+        self.batch = int_in(batch, "batch", 1, MAX_BATCH)
         if loss not in LOSSES:
             raise InputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss = loss
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an integer (training is seeded), got {seed!r}")
-        self.seed = seed
+        self.seed = limits.seed(seed, optional=False)   # training is seeded
         self.truth: torch.Tensor | None = None
         self.fit_stats = AttackStats()
         self.fitted_on: str | None = None
