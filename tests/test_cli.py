@@ -98,3 +98,23 @@ def test_run_adaptive(tmp_path):
     r3 = cli("report", "--store", str(out / "iqaguard.db"), "--out", str(tmp_path / "rep"))
     assert r3.returncode == 0, r3.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "rep" / "flags.csv"), pd.read_csv(out / "flags.csv"))
+
+
+def test_report_chooses_a_run(tmp_path):
+    """A store holding two runs: ``report --run ID`` reports the chosen one (default: the last)."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    base = ["run", "-m", "iqg-cnn", "-d", "jpeg", "--data", "bundled:size=64", "--limit", "1", "--no-adaptive",
+            "--out", str(out), "--no-progress"]
+    assert cli(*base, "-a", "fgsm:eps=2/255").returncode == 0
+    assert cli(*base, "-a", "fgsm:eps=4/255").returncode == 0
+    with sqlite3.connect(out / "iqaguard.db") as db:
+        first, last = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY started")]
+    for run, eps in ((first, "0.00784"), (last, "0.0156"), (None, "0.0156")):
+        rep = tmp_path / f"rep-{run}"
+        r = cli("report", "--store", str(out / "iqaguard.db"), "--out", str(rep), *(["--run", run] if run else []))
+        assert r.returncode == 0, r.stderr
+        attacks = set(pd.read_csv(rep / "summary.csv").attack)
+        assert len(attacks) == 1 and eps in attacks.pop()
+    assert_one_line_error(cli("report", "--store", str(out / "iqaguard.db"), "--run", "nope"), "nope")

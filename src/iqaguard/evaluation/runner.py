@@ -77,12 +77,14 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
     plan, data = make_plan(metrics, attacks, defenses, dataset, limit, seed, adaptive=adaptive,
                            wrapper=wrapper, eot_k=eot_k, train_images=train_images,
                            adaptive_limit=adaptive_limit, cert_eps=cert_eps)
+    from ..paths import output_dir, output_file
+
     out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} is a file, not a folder")
+    output_dir(out_dir, "out")                 # a file, unwritable, … : one line before any work
+    store_path = Path(store) if store is not None else out_dir / "iqaguard.db"
+    output_file(store_path, "store")
     _check_fr(plan, data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store_path = Path(store) if store is not None else out_dir / "iqaguard.db"
     run_id = uuid.uuid4().hex[:12]
     prov = make_provenance(seed, device, plan.as_dict())
     prov["run_id"] = run_id
@@ -219,9 +221,9 @@ def _outputs_stamp(plan: Plan, store: Path) -> str:
 
 
 def _write_stamp(out_dir: Path, stamp: str) -> None:
-    tmp = out_dir / (_STAMP + ".tmp")
-    tmp.write_text(json.dumps({"stamp": stamp}))
-    tmp.replace(out_dir / _STAMP)
+    from ..atomic import write_text
+
+    write_text(out_dir / _STAMP, json.dumps({"stamp": stamp}))
 
 
 def _up_to_date(st: Store, run_id: str, out_dir: Path, stamp: str, prov: dict[str, Any]) -> Result | None:
