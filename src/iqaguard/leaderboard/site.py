@@ -34,7 +34,9 @@ RANK_FORMULA = ("Defenses are ranked on two axes, adaptive worst case first: (1)
                 "better on one.")
 OVERALL_COLUMNS = ["fidelity", "score_error", "bias", "movement_worst", "movement_transfer_worst",
                    "movement_adaptive_worst", "quality", "quality_cost", "n_adaptive", "unreliable_cells", "n"]
-COST_COLUMNS = ["defense_seconds", "defense_forwards", "fit_seconds", "attack_seconds", "grad_calls", "queries"]
+COST_COLUMNS = {"defense_seconds": "defense seconds / image", "defense_forwards": "metric forwards / score",
+                "fit_seconds": "fit seconds (trained)", "attack_seconds": "attack seconds / image",
+                "grad_calls": "gradient calls / image", "queries": "queries / image"}
 URL = re.compile(r"^https?://[^\s\"'<>]+$")
 
 
@@ -274,13 +276,13 @@ def _defense_page(suite: str, d: str, es: list[tuple[Path, dict]], env: Environm
         att = pd.DataFrame([{"attack": a["short"], "budget": a["budget"], "reliability": a["reliability"],
                              "adaptive_wrapper": a["adaptive_wrapper"], "flags": ",".join(a["flags"]) or None,
                              **_flat(a["scores"], score_table.main_summary())} for a in e["attacks"]])
-        cost = pd.DataFrame([{"metric": e["metric"]["short"], **_flat(e["cost"], COST_COLUMNS)}])
+        cost = pd.DataFrame([{"metric": e["metric"]["short"], **_flat(e["cost"], COST_COLUMNS)}]).rename(columns=COST_COLUMNS)
         main = [c for c in score_table.main_summary() if c in att.columns and att[c].notna().any()]
         metrics.append({
             "metric": e["metric"]["short"],
             "overall": _table(ov, ["metric"], [c for c in OVERALL_COLUMNS if c in ov.columns]),
             "attacks": _table(att, ["attack", "budget"], main),
-            "cost": _table(cost, ["metric"], [c for c in COST_COLUMNS if c in cost.columns]),
+            "cost": _table(cost, ["metric"], [c for c in COST_COLUMNS.values() if c in cost.columns]),
             "flags": e["flags"], "strips": _strips(path, e),
             "provenance": [(k, " ".join(v) if isinstance(v, list) else str(v)) for k, v in e["provenance"].items()],
             "file": path.name})
