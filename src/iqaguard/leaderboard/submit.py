@@ -9,8 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shlex
-import sys
+import shutil
 import tempfile
 import time
 from functools import lru_cache
@@ -99,20 +98,32 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_ENTRIES, work: str | Path | None = None,
            device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> list[Path]:
-    """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths."""
+    """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths.
+    ``work``: an empty folder for the run, kept (default: a temporary one, removed afterwards)."""
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    obj = DEFENSES.create(defense)
+    check_real_weights(obj)
+    if work is not None:
+        work = Path(work)
+        if work.exists() and any(work.iterdir()):
+            raise InputError(f"--work {str(work)!r} is not empty: a submission runs from scratch "
+                             f"(its batches must be the plan's, for verify)")
+        return _submit(obj, defense, s, Path(out), work, device, progress, command)
+    tmp = Path(tempfile.mkdtemp(prefix="iqaguard-submit-"))
+    try:
+        return _submit(obj, defense, s, Path(out), tmp, device, progress, command)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, progress: bool,
+            command: list[str] | None) -> list[Path]:
     from ..evaluation.outputs import collect
     from ..evaluation.plan import make_plan
     from ..evaluation.runner import run_benchmark
     from ..evaluation.store import Store
 
-    s = suite if isinstance(suite, Suite) else load_suite(suite)
-    obj = DEFENSES.create(defense)
-    check_real_weights(obj)
     d_spec = canonical(obj)
-    work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="iqaguard-submit-"))
-    if work.exists() and any(work.iterdir()):
-        raise InputError(f"--work {str(work)!r} is not empty: a submission runs from scratch "
-                         f"(its batches must be the plan's, for verify)")
     kw = s.run_kwargs()
     t0 = time.perf_counter()
     res = run_benchmark(defenses=[d_spec], out=work, device=device, progress=progress, **kw)
@@ -160,7 +171,7 @@ def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_
                     "seed": kw["seed"], "images": plan.image_ids, "adversarial": hashes,
                     "strip": [x for x in strip if x], "probes": _records(probes[probes["metric"] == m_spec]),
                     "attacks": _records(att_methods)}
-        folder = Path(out) / s.name / slug(short.get(m_spec, m_spec))
+        folder = out / s.name / slug(short.get(m_spec, m_spec))
         bpath = write_bundle(folder / f"{slug(d_short)}.evidence.zip", manifest, records, pngs)
         entry = {
             "format": FORMAT,
@@ -197,11 +208,3 @@ def _strip(work: Path, plan, m_spec, a_spec, d_spec, img, adv, rows, pngs, i) ->
             files[kind] = name
     scores = {k: (None if pd.isna(r[k]) else float(r[k])) for k in ("clear", "attacked", "defended_attacked")}
     return {"attack": a_spec, "image": img, "files": files, "scores": scores} if files else None
-
-
-def command_line() -> list[str]:
-    return ["iqaguard"] + sys.argv[1:] if sys.argv and sys.argv[0].endswith("iqaguard") else ["iqaguard"] + sys.argv[1:]
-
-
-def shell(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,8 @@ def _compare(path: str, got: Any, want: Any, out: list[str]) -> int:
 
 def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
            device: str = "cpu", work: str | Path | None = None, log: Callable[[str], None] | None = None) -> Report:
+    """Check ``entry_path`` against its bundle and a sample of recomputed cells. ``work``: folder for
+    the recomputation (kept; default a temporary one, removed afterwards)."""
     if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
         raise InputError(f"--sample must be a non-negative integer, got {sample!r}")
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
@@ -129,13 +132,28 @@ def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, 
             rep.problems.append(f"cell {a} × {img}: image not in the bundle's image list")
             return rep
         batches.setdefault((a, order.index(img) // bs), [])
-    by_key = {(r["attack"], r["image"]): r for r in bundle.rows}
-    hashes = {(h["attack"], h["image"], h["kind"]): h["sha256"] for h in man["adversarial"]}
-    tmp = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
+    if work is not None:
+        _recompute(rep, man, suite, picks, batches, bundle, Path(work), device, tolerance, log)
+        return rep
+    tmp = Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
+    try:
+        _recompute(rep, man, suite, picks, batches, bundle, tmp, device, tolerance, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rep
+
+
+def _recompute(rep: Report, man, suite, picks, batches, bundle, tmp: Path, device, tolerance, log) -> None:
+    """Run each sampled cell's batch again and compare its scores and adversarial PNG hashes."""
+    kw = suite.run_kwargs()
+    order = list(man["images"])
+    bs = kw["batch_size"]
     from ..evaluation.plan import make_plan
     from ..evaluation.runner import run_benchmark
     from ..evaluation.store import Store
 
+    by_key = {(r["attack"], r["image"]): r for r in bundle.rows}
+    hashes = {(h["attack"], h["image"], h["kind"]): h["sha256"] for h in man["adversarial"]}
     kw_run = {k: v for k, v in kw.items() if k not in ("metrics", "attacks")}
     for (a, b) in sorted(batches):
         chunk = order[b * bs:(b + 1) * bs]
@@ -171,4 +189,3 @@ def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, 
                 if rec is not None and want is not None:
                     rep.images_compared += 1
                     rep.images_identical += hashlib.sha256((tmp / rec["path"]).read_bytes()).hexdigest() == want
-    return rep
