@@ -116,3 +116,21 @@ def test_needs_weights_defenses_never_show_test_model_numbers(tmp_path):
     make_entry(root, "mprnet:n_feat=8,weights='/tmp/tiny.pth'", 0.05, name="mprnet")
     with pytest.raises(InputError, match="not the published model"):
         build(root, tmp_path / "site")
+
+
+def test_plan_image_subset_keeps_keys_and_training_split():
+    """verify re-runs one batch with make_plan(images=...): same cell and adversarial keys, same
+    training split (uap is trainable), and an unknown image is a one-line error."""
+    from iqaguard.evaluation.plan import make_plan
+
+    full, _ = make_plan(["niqe"], ["uap"], ["jpeg"], "bundled", limit=6, train_images=4)
+    ids = full.image_ids
+    sub, data = make_plan(["niqe"], ["uap"], ["jpeg"], "bundled", limit=6, train_images=4, images=[ids[4], ids[1]])
+    assert sub.image_ids == [ids[1], ids[4]] and [it.id for it in data.items] == sub.image_ids   # dataset order
+    assert [it.id for it in sub.train_items] == [it.id for it in full.train_items]
+    for img in sub.image_ids:
+        assert sub.cell_key(*full.metrics, *full.attacks, *full.defenses, img) == \
+            full.cell_key(*full.metrics, *full.attacks, *full.defenses, img)
+        assert sub.attack_key("niqe", full.attacks[0], img) == full.attack_key("niqe", full.attacks[0], img)
+    with pytest.raises(InputError, match="image 'nope' is not among the 6 evaluated images"):
+        make_plan(["niqe"], ["uap"], ["jpeg"], "bundled", limit=6, images=["nope"])
