@@ -166,7 +166,8 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
                     if rec is not None and (work / rec["path"]).is_file():
                         hashes.append({"attack": a_spec, "image": img, "kind": kind,
                                        "sha256": _sha256(work / rec["path"])})
-            strip.append(_strip(work, plan, m_spec, a_spec, d_spec, first, adv, outp.rows, pngs, len(strip)))
+            if not strip:       # one strip per entry (the first attack) keeps bundles small
+                strip.append(_strip(work, plan, m_spec, a_spec, d_spec, first, adv, outp.rows, pngs, len(strip)))
         manifest = {"format": BUNDLE_FORMAT, "suite": s.data, "metric": m_spec, "defense": d_spec, "command": cmd,
                     "seed": kw["seed"], "images": plan.image_ids, "adversarial": hashes,
                     "strip": [x for x in strip if x], "probes": _records(probes[probes["metric"] == m_spec]),
