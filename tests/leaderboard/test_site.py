@@ -43,3 +43,19 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     assert "cost-table" in jpeg and "defense seconds / image" in jpeg and "metric forwards / score" in jpeg
     assert jpeg.count("data:image/png;base64,") == 6
     assert "https://example.org/paper" in jpeg and "provenance" in jpeg
+
+
+def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):
+    import json
+
+    path = board_entries / "quick" / "niqe" / "median_blur.json"
+    data = json.loads(path.read_text())
+    data["suite"]["hash"] = "f" * 64                  # computed with an edited quick suite
+    path.write_text(json.dumps(data))
+    html = build(board_entries, tmp_path / "site").read_text()
+    assert "Left out (computed with another version of this suite, hash differs)" in html
+    assert str(path) in html
+    order = _overview_order(html)
+    assert "median-blur" in order                     # still there through its iqg-cnn entry, 1 of 2 metrics
+    table = html.split('class="sortable overview-table', 1)[1].split("</table>", 1)[0]
+    assert '<td class="key" data-sort="1/2">1/2</td>' in table
