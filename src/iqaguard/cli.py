@@ -255,7 +255,8 @@ def _cmd_calibrate_budgets(args) -> int:
 def _cmd_submit(args) -> int:
     from .leaderboard.submit import submit
 
-    cmd = ["iqaguard", "submit", args.defense, "--suite", args.suite]
+    cmd = ["iqaguard", "submit", args.defense, "--suite", args.suite, "--out", args.out] \
+        + (["--device", args.device] if args.device != "cpu" else [])
     paths = submit(args.defense, args.suite, args.out, args.work, args.device, progress=not args.no_progress,
                    command=cmd)
     for p in paths:
