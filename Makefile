@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench browser peers clean
+.PHONY: run test bench browser peers clean board verify-entries
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,15 @@ peers: $(PEERS)/.iqaguard
 
 test: $(VENV)/.dev browser peers
 	IQAGUARD_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q
+
+# The leaderboard from the committed entries, and a seeded sample of each entry recomputed.
+ENTRIES := leaderboard/entries
+board: $(VENV)/.core
+	$(BIN)/iqaguard leaderboard build --entries $(ENTRIES) --out board
+
+verify-entries: $(VENV)/.core
+	@set -e; for f in $$(find $(ENTRIES) -name '*.json' 2>/dev/null | sort); do \
+		$(BIN)/iqaguard verify "$$f" --sample 2 --seed 0; done
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py

@@ -86,6 +86,26 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--ref", metavar="IMAGE", help="reference image for full-reference metrics")
     sc.add_argument("--device", default="cpu")
 
+    sm = sub.add_parser("submit", help="run a leaderboard suite for one defense; write its entries and evidence")
+    sm.add_argument("defense", metavar="SPEC", help="defense spec (a registered name, plugins included)")
+    sm.add_argument("--suite", default="quick", metavar="NAME|FILE", help="quick (default), standard, or a suite JSON")
+    sm.add_argument("--out", default="leaderboard/entries", metavar="DIR", help="entries folder (default leaderboard/entries)")
+    sm.add_argument("--work", default=None, metavar="DIR", help="empty folder for the run (default: a new temporary one)")
+    sm.add_argument("--device", default="cpu")
+    sm.add_argument("--no-progress", action="store_true")
+    vf = sub.add_parser("verify", help="recompute an entry from its evidence bundle and a sample of its cells from scratch")
+    vf.add_argument("entry", metavar="ENTRY", help="entry JSON (its bundle is next to it)")
+    vf.add_argument("--sample", type=int, default=4, metavar="N", help="cells (attack × image) recomputed (default 4; 0 = none)")
+    vf.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    vf.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
+                    help="per-image score tolerance as a fraction of the metric's range (default 1e-3)")
+    vf.add_argument("--device", default="cpu")
+    lb = sub.add_parser("leaderboard", help="the leaderboard site")
+    lbs = lb.add_subparsers(dest="lb_command")
+    lbb = lbs.add_parser("build", help="render the static site from entries (no code from entries runs)")
+    lbb.add_argument("--entries", default="leaderboard/entries", metavar="DIR")
+    lbb.add_argument("--out", required=True, metavar="DIR")
+
     cb = sub.add_parser("calibrate-budgets", help="recompute the attacks' low/medium/high budgets and write the table")
     cb.add_argument("--metric", "-m", default="iqg-cnn", metavar="SPEC", help="metric attacked (default iqg-cnn)")
     cb.add_argument("--data", default="bundled:levels=2", metavar="SPEC", help="calibration images (default bundled:levels=2)")
@@ -284,6 +304,42 @@ def _cmd_calibrate_budgets(args) -> int:
     return 0
 
 
+def _cmd_submit(args) -> int:
+    from .leaderboard.submit import submit
+
+    cmd = ["iqaguard", "submit", args.defense, "--suite", args.suite, "--out", args.out] \
+        + (["--device", args.device] if args.device != "cpu" else [])
+    paths = submit(args.defense, args.suite, args.out, args.work, args.device, progress=not args.no_progress,
+                   command=cmd)
+    for p in paths:
+        print(f"entry {p}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .leaderboard.verify import verify
+
+    rep = verify(args.entry, sample=args.sample, seed=args.seed, tolerance=args.tolerance, device=args.device,
+                 log=lambda m: print(m, file=sys.stderr, flush=True))
+    for p in rep.problems:
+        print(f"DISAGREE {p}")
+    if rep.cells:
+        print(f"recomputed {len(rep.cells)} cells ({rep.compared} scores, tolerance {args.tolerance:g}·R); "
+              f"adversarial PNGs identical: {rep.images_identical}/{rep.images_compared}")
+    print(f"{'OK' if rep.ok else 'FAILED'}: {args.entry}: {rep.checked_numbers} entry values checked against the bundle")
+    return 0 if rep.ok else 1
+
+
+def _cmd_leaderboard(args) -> int:
+    if args.lb_command != "build":
+        raise InputError("usage: iqaguard leaderboard build [--entries DIR] --out DIR")
+    from .leaderboard.site import build
+
+    path = build(args.entries, args.out)
+    print(f"leaderboard: open {path.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -293,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "score": _cmd_score,
                 "calibrate-budgets": _cmd_calibrate_budgets, "train-defense": _cmd_train_defense,
-                "certify": _cmd_certify}
+                "certify": _cmd_certify, "submit": _cmd_submit, "verify": _cmd_verify,
+                "leaderboard": _cmd_leaderboard}
     if args.command is None:
         _parser().print_help()
         return 2

@@ -168,6 +168,20 @@ def _adaptive_defenses(adaptive, defenses: list[str], objs: dict) -> list[str]:
     return out
 
 
+def _select(ids: list[str], ds_obj, images: Sequence[str], dataset: str):
+    """The subset's items whose ids are in ``images``, in the dataset's order."""
+    if isinstance(images, str) or not len(images):
+        raise InputError("images must be a non-empty list of image ids")
+    missing = [i for i in images if i not in set(ids)]
+    if missing:
+        raise InputError(f"image {missing[0]!r} is not among the {len(ids)} evaluated images of {dataset!r}")
+    keep = set(images)
+    out = type(ds_obj).__new__(type(ds_obj))
+    out.__dict__.update(ds_obj.__dict__)
+    out.items = [it for it in ds_obj.items if it.id in keep]
+    return [it.id for it in out.items], out
+
+
 @dataclass
 class _Cfg:
     wrapper: str
@@ -190,7 +204,8 @@ def train_split(full, evaluated: Sequence[str], n: int) -> list[Any]:
 def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = None,
               limit: int | None = None, seed: int = 0, adaptive=None, wrapper: str = "auto",
               eot_k: int | None = None, train_images: int = DEFAULT_TRAIN_IMAGES,
-              adaptive_limit: int | None = None, cert_eps: float = DEFAULT_CERT_EPS) -> tuple[Plan, Any]:
+              adaptive_limit: int | None = None, cert_eps: float = DEFAULT_CERT_EPS,
+              images: Sequence[str] | None = None) -> tuple[Plan, Any]:
     """Validate and canonicalise a spec; returns the plan and the (subset) dataset object.
 
     ``adaptive``: None or True (the default: every defense but ``no-defense`` gets the adaptive
@@ -198,7 +213,9 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
     specs; ``wrapper``/``eot_k`` configure it (see iqaguard.adaptive; ``eot_k`` None = 10, or the
     quick suite's 4); ``adaptive_limit``: the adaptive column only on the first N images.
     ``train_images``: training split of trainable attacks and trained defenses. ``cert_eps``: the
-    ℓ2 radius certified defenses certify.
+    ℓ2 radius certified defenses certify. ``images``: evaluate only these ids of the ``limit``
+    subset (``iqaguard verify`` re-runs one batch of a submission); the training split is still
+    the one of the whole subset, so cell keys and fitted states are those of the full run.
     """
     from .families import FAMILIES, family_of
 
@@ -254,6 +271,8 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
             names = ", ".join([s for s, t in trainable.items() if t] + [s for s, t in trained.items() if t])
             raise InputError(f"{names} need training images disjoint from the evaluated ones, "
                              f"but all {len(full)} images of {dataset!r} are evaluated: lower --limit")
+    if images is not None:
+        ids, ds_obj = _select(ids, ds_obj, images, dataset)
     plan = Plan(m, a, d, ds_spec, ids, seed, limit,
                 extra={"suite": "quick" if quick else "custom"},
                 adaptive=adapt, wrapper=wrapper, eot_k=eot_k, train_images=train_images,

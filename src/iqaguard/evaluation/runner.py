@@ -58,7 +58,8 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
                   device: str = "cpu", batch_size: int = 8, progress: bool = False,
                   report: bool = True, adaptive=None, wrapper: str = "auto", eot_k: int | None = None,
                   train_images: int = 32, adaptive_limit: int | None = None, cert_eps: float = 0.25,
-                  retry_failed: bool = False, executor: Callable[[list[Task], "Worker"], Iterable[tuple[Task, TaskResult]]] | None = None
+                  retry_failed: bool = False, images: list[str] | None = None,
+                  executor: Callable[[list[Task], "Worker"], Iterable[tuple[Task, TaskResult]]] | None = None
                   ) -> Result:
     """Run a grid of metrics × attacks × defenses × images; reuse every finished cell.
 
@@ -67,6 +68,7 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
     and ``eot_k``, queries for black-box attacks — on the first ``adaptive_limit`` images (None:
     all). ``adaptive=False`` gives transfer-only cells (labelled so). Trainable attacks and trained
     defenses are fitted on up to ``train_images`` dataset images that are not evaluated.
+    ``images`` restricts the run to those ids of the ``limit`` subset (same cell keys).
     ``report`` is accepted for the caller (``iqaguard.benchmark`` renders the HTML report).
     A cell that failed (its method raised, or gave a NaN/Inf score) is stored with its error and
     kept failed on a rerun unless ``retry_failed``; ``Result.failures`` lists this run's failures.
@@ -76,7 +78,7 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     plan, data = make_plan(metrics, attacks, defenses, dataset, limit, seed, adaptive=adaptive,
                            wrapper=wrapper, eot_k=eot_k, train_images=train_images,
-                           adaptive_limit=adaptive_limit, cert_eps=cert_eps)
+                           adaptive_limit=adaptive_limit, cert_eps=cert_eps, images=images)
     from ..paths import output_dir, output_file
 
     out_dir = Path(out)

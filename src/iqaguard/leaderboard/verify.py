@@ -1,0 +1,191 @@
+"""``iqaguard verify ENTRY``: does the entry follow from its evidence, and the evidence from the code?
+
+1. Every number of the entry is recomputed from the bundle's per-image rows with the engine's own
+   aggregation (``entries.entry_scores``); they must agree to 1e-9 (relative) — the same arithmetic.
+2. A seeded random sample of the bundle's cells (attack × image) is recomputed from scratch: the
+   suite's batch that held the image is run again through ``run_benchmark`` (same seed, same batch,
+   so the same attack draws), and the clean, attacked, defended-clean, defended-attacked and adaptive
+   scores must agree within ``tolerance`` × the metric's range R (default 1e-3·R: room for
+   floating-point reordering across thread counts, far below any effect the board reports). The
+   SHA-256 of each recomputed adversarial PNG is compared with the bundle's and the count reported.
+Any disagreement names the cell and both values.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..errors import InputError
+from .bundle import read_bundle
+from .entries import entry_scores, load_entry, records_to_rows
+from .suites import content_hash, suite_from_data
+
+DEFAULT_SAMPLE = 4
+DEFAULT_TOLERANCE = 1e-3
+ENTRY_RTOL = 1e-9
+SCORE_COLUMNS = ("clear", "attacked", "defended_clear", "defended_attacked", "defended_attacked_adaptive")
+
+
+@dataclass
+class Report:
+    entry: Path
+    checked_numbers: int = 0
+    cells: list[tuple[str, str]] = field(default_factory=list)
+    compared: int = 0
+    images_identical: int = 0
+    images_compared: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=ENTRY_RTOL, abs_tol=1e-12)
+    return a == b
+
+
+def _compare(path: str, got: Any, want: Any, out: list[str]) -> int:
+    """Walk entry (got) and recomputed (want) together; record each differing leaf; count leaves."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(got) != set(want):
+            out.append(f"{path}: entry has fields {sorted(got) if isinstance(got, dict) else got!r}, "
+                       f"recomputed {sorted(want)}")
+            return 1
+        return sum(_compare(f"{path}.{k}" if path else k, got[k], want[k], out) for k in want)
+    if isinstance(want, list) and want and isinstance(want[0], dict) and "spec" in want[0]:
+        if not isinstance(got, list) or [g.get("spec") for g in got] != [w["spec"] for w in want]:
+            out.append(f"{path}: entry lists {[g.get('spec') for g in got] if isinstance(got, list) else got!r}, "
+                       f"recomputed {[w['spec'] for w in want]}")
+            return 1
+        return sum(_compare(f"{path}[{w['short']}]", g, w, out) for g, w in zip(got, want))
+    if not _same(got, want):
+        out.append(f"{path}: entry {got!r}, recomputed {want!r}")
+    return 1
+
+
+def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
+           device: str = "cpu", work: str | Path | None = None, log: Callable[[str], None] | None = None) -> Report:
+    """Check ``entry_path`` against its bundle and a sample of recomputed cells. ``work``: folder for
+    the recomputation (kept; default a temporary one, removed afterwards)."""
+    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 0:
+        raise InputError(f"--sample must be a non-negative integer, got {sample!r}")
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
+        raise InputError(f"--tolerance must be in [0, 1), got {tolerance!r}")
+    entry_path = Path(entry_path)
+    entry = load_entry(entry_path)
+    bpath = entry_path.parent / entry["evidence"]["bundle"]
+    bundle = read_bundle(bpath)
+    rep = Report(entry_path)
+    digest = hashlib.sha256(bpath.read_bytes()).hexdigest()
+    if digest != entry["evidence"]["sha256"]:
+        rep.problems.append(f"evidence.sha256: entry {entry['evidence']['sha256']}, bundle file {digest}")
+    man = bundle.manifest
+    suite = suite_from_data(man["suite"], f"bundle {str(bpath)!r} manifest.json suite")
+    for what, got, want in (("suite.hash", entry["suite"]["hash"], content_hash(man["suite"])),
+                            ("metric.spec", entry["metric"]["spec"], man["metric"]),
+                            ("defense.spec", entry["defense"]["spec"], man["defense"]),
+                            ("provenance.seed", entry["provenance"]["seed"], man["seed"])):
+        if got != want:
+            rep.problems.append(f"{what}: entry {got!r}, bundle {want!r}")
+    if rep.problems:
+        return rep
+
+    # 1. the entry from the bundle's rows
+    rows = records_to_rows(bundle.rows)
+    if set(rows["metric"]) != {man["metric"]} or set(rows["defense"]) != {man["defense"]}:
+        rep.problems.append("bundle rows: other metrics or defenses than the entry's")
+        return rep
+    short = {a["spec"]: a["short"] for a in entry["attacks"]}
+    budgets = {a["spec"]: a["budget"] for a in entry["attacks"]}
+    nums = entry_scores(rows, pd.DataFrame.from_records(man["probes"]), pd.DataFrame.from_records(man["attacks"]),
+                        int(man["seed"]), budgets, short)
+    rep.checked_numbers = _compare("", {k: entry[k] for k in nums}, nums, rep.problems)
+    if log:
+        log(f"entry vs bundle rows: {rep.checked_numbers} values compared, "
+            f"{len(rep.problems)} differ (relative tolerance {ENTRY_RTOL:g})")
+    if rep.problems or sample == 0:
+        return rep
+
+    # 2. a sample of the bundle's cells recomputed from scratch
+    cells = sorted({(r["attack"], r["image"]) for r in bundle.rows})
+    picks = random.Random(seed).sample(cells, min(sample, len(cells)))
+    rep.cells = picks
+    kw = suite.run_kwargs()
+    order = list(man["images"])
+    bs = kw["batch_size"]
+    batches: dict[tuple[str, int], list[str]] = {}
+    for a, img in picks:
+        if img not in order:
+            rep.problems.append(f"cell {a} × {img}: image not in the bundle's image list")
+            return rep
+        batches.setdefault((a, order.index(img) // bs), [])
+    if work is not None:
+        _recompute(rep, man, suite, picks, batches, bundle, Path(work), device, tolerance, log)
+        return rep
+    tmp = Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
+    try:
+        _recompute(rep, man, suite, picks, batches, bundle, tmp, device, tolerance, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rep
+
+
+def _recompute(rep: Report, man, suite, picks, batches, bundle, tmp: Path, device, tolerance, log) -> None:
+    """Run each sampled cell's batch again and compare its scores and adversarial PNG hashes."""
+    kw = suite.run_kwargs()
+    order = list(man["images"])
+    bs = kw["batch_size"]
+    from ..evaluation.plan import make_plan
+    from ..evaluation.runner import run_benchmark
+    from ..evaluation.store import Store
+
+    by_key = {(r["attack"], r["image"]): r for r in bundle.rows}
+    hashes = {(h["attack"], h["image"], h["kind"]): h["sha256"] for h in man["adversarial"]}
+    kw_run = {k: v for k, v in kw.items() if k not in ("metrics", "attacks")}
+    for (a, b) in sorted(batches):
+        chunk = order[b * bs:(b + 1) * bs]
+        if log:
+            log(f"recomputing {a} on batch {b} ({len(chunk)} images)")
+        res = run_benchmark([man["metric"]], [a], [man["defense"]], out=tmp, device=device, images=chunk,
+                            **{k: v for k, v in kw_run.items() if k != "dataset"}, dataset=kw["dataset"])
+        new = {(r["attack"], r["image"]): r for r in res.rows.to_dict("records")}
+        plan, _ = make_plan([man["metric"]], [a], [man["defense"]], kw["dataset"], kw["limit"], kw["seed"],
+                            adaptive=kw["adaptive"], wrapper=kw["wrapper"], eot_k=kw["eot_k"],
+                            train_images=kw["train_images"], cert_eps=kw["cert_eps"], images=chunk)
+        with Store(res.store, readonly=True) as st:
+            adv = st.adversarial([plan.attack_key(man["metric"], a, i) for i in chunk]
+                                 + [plan.adaptive_key(man["metric"], a, man["defense"], i) for i in chunk])
+        for (pa, img) in picks:
+            if pa != a or img not in chunk:
+                continue
+            old, cur = by_key[(a, img)], new.get((a, img))
+            if cur is None:
+                rep.problems.append(f"cell {a} × {img}: not recomputed")
+                continue
+            r = float(old["range_hi"]) - float(old["range_lo"])
+            for col in SCORE_COLUMNS:
+                v0, v1 = old.get(col), cur.get(col)
+                v1 = None if v1 is None or (isinstance(v1, float) and math.isnan(v1)) else float(v1)
+                rep.compared += 1
+                if (v0 is None) != (v1 is None) or (v0 is not None and abs(v0 - v1) > tolerance * r):
+                    rep.problems.append(f"cell {a} × {img}: {col}: bundle {v0!r}, recomputed {v1!r} "
+                                        f"(tolerance {tolerance:g}·R = {tolerance * r:.3g})")
+            for kind, key in (("transfer", plan.attack_key(man["metric"], a, img)),
+                              ("adaptive", plan.adaptive_key(man["metric"], a, man["defense"], img))):
+                rec, want = adv.get(key), hashes.get((a, img, kind))
+                if rec is not None and want is not None:
+                    rep.images_compared += 1
+                    rep.images_identical += hashlib.sha256((tmp / rec["path"]).read_bytes()).hexdigest() == want

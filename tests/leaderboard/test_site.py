@@ -1,0 +1,61 @@
+"""The static site: ranking on the adaptive worst case, tables, not-evaluated rows, escaping."""
+from __future__ import annotations
+
+import re
+
+from iqaguard.leaderboard.site import RANK_FORMULA, build
+
+from .conftest import HOSTILE, HOSTILE_PAPER
+
+
+def _overview_order(html: str) -> list[str]:
+    table = html.split('class="sortable overview-table', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr>\s*<td class="key" data-sort="([^"]*)"', table)
+
+
+def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
+    index = build(board_entries, tmp_path / "site")
+    html = index.read_text()
+    # ranked by mean fidelity (synthetic shifts 0.02 < 0.08 < 0.2 → jpeg first), the formula stated
+    assert _overview_order(html)[:3] == ["jpeg:quality=50", "median-blur", "&lt;script&gt;alert(1)&lt;/script&gt;"]
+    assert RANK_FORMULA.split(":")[0] in html and "adaptive worst case first" in html
+    # per-metric and per-attack tables exist, with CIs
+    assert html.count("metric-table") >= 2 and html.count("attack-table") >= 2 and 'class="ci"' in html
+    # weights-less defenses: not evaluated, with the command that produces the entry
+    for name, file in (("mprnet", "mprnet_denoise.pth"), ("diffpure", "256x256_diffusion_uncond.pt")):
+        assert f"not evaluated: needs WEIGHTS ({file})" in html
+        assert f"iqaguard submit {name} --suite quick" in html
+    # markup from entries is text: no injected tag, only the page's own sorter script
+    pages = [index] + sorted((tmp_path / "site").glob("defense-*.html"))
+    assert len(pages) == 4                            # the overview + one page per defense
+    for p in pages:
+        text = p.read_text()
+        assert HOSTILE not in text and "<img src=x" not in text and 'onerror="alert' not in text
+        assert text.count("<script") == 1                # the inline sorter only
+        assert 'href="javascript:' not in text           # a non-http(s) link is shown as text
+    hostile_page = next(p for p in pages if "script" in p.name)
+    text = hostile_page.read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "Robust &lt;img src=x onerror=&#34;alert(2)&#34;&gt; paper &lt;/table&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in text
+    assert HOSTILE_PAPER not in text
+    # a defense page: cost columns, honesty flags section, strips (3 panels per metric), provenance
+    jpeg = (tmp_path / "site" / "defense-quick-jpeg_quality=50.html").read_text()
+    assert "cost-table" in jpeg and "defense seconds / image" in jpeg and "metric forwards / score" in jpeg
+    assert jpeg.count("data:image/png;base64,") == 6
+    assert "https://example.org/paper" in jpeg and "provenance" in jpeg
+
+
+def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):
+    import json
+
+    path = board_entries / "quick" / "niqe" / "median_blur.json"
+    data = json.loads(path.read_text())
+    data["suite"]["hash"] = "f" * 64                  # computed with an edited quick suite
+    path.write_text(json.dumps(data))
+    html = build(board_entries, tmp_path / "site").read_text()
+    assert "Left out (computed with another version of this suite, hash differs)" in html
+    assert str(path) in html
+    order = _overview_order(html)
+    assert "median-blur" in order                     # still there through its iqg-cnn entry, 1 of 2 metrics
+    table = html.split('class="sortable overview-table', 1)[1].split("</table>", 1)[0]
+    assert '<td class="key" data-sort="1/2">1/2</td>' in table

@@ -1,0 +1,83 @@
+"""submit → verify on a tiny suite with one cheap defense (JPEG, BPDA adaptive column), then
+tampering: a changed entry number and a changed per-image score are both caught, naming the cell."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iqaguard.cli import main
+from iqaguard.leaderboard.bundle import read_bundle, write_bundle
+from iqaguard.leaderboard.entries import entry_scores, load_entry, records_to_rows, write_json
+from iqaguard.leaderboard.verify import verify
+
+TINY = Path(__file__).with_name("tiny_suite.json")   # iqg-cnn × ifgsm × 4 bundled images, batches of 2
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lb")
+    code = main(["submit", "jpeg", "--suite", str(TINY), "--out", str(root / "entries"), "--work", str(root / "work"),
+                 "--no-progress"])
+    assert code == 0
+    return root / "entries" / "tiny" / "iqg-cnn" / "jpeg.json"
+
+
+def test_submit_writes_valid_entry_and_bundle(submitted):
+    e = load_entry(submitted)
+    assert e["defense"]["spec"] == "jpeg:quality=50" and e["defense"]["family"] == "purification"
+    assert e["defense"]["link"] == "https://arxiv.org/abs/1608.00853"
+    assert e["provenance"]["images"] == 4 and e["provenance"]["command"][:3] == ["iqaguard", "submit", "jpeg"]
+    assert len(e["attacks"]) == 1 and e["attacks"][0]["adaptive_wrapper"] == "bpda"
+    fid = e["overall"]["fidelity"]
+    assert fid["lo"] <= fid["value"] <= fid["hi"]
+    b = read_bundle(submitted.with_name("jpeg.evidence.zip"))
+    assert len(b.rows) == 4 and {h["kind"] for h in b.manifest["adversarial"]} == {"transfer", "adaptive"}
+    assert len(b.manifest["adversarial"]) == 8 and set(b.pngs) == {"strip/clean.png", "strip/a0_attacked.png",
+                                                                  "strip/a0_defended.png"}
+
+
+def test_verify_agrees_and_tampering_is_named(submitted, tmp_path, capsys):
+    rep = verify(submitted, sample=1, seed=0, work=tmp_path / "v")
+    assert rep.ok, rep.problems
+    assert rep.checked_numbers > 150 and rep.compared == 5
+    assert rep.images_compared == 2 and rep.images_identical == 2     # same batch, same seed: same PNG bytes
+    (attack, image), = rep.cells
+
+    # 1. one number of the entry changed: named with both values (the sample is not needed for this)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(submitted.with_name("jpeg.evidence.zip"), bad)
+    data = json.loads(submitted.read_text())
+    old = data["overall"]["fidelity"]["value"]
+    data["overall"]["fidelity"]["value"] = round(old - 0.05, 6)
+    write_json(bad / "jpeg.json", data)
+    assert main(["verify", str(bad / "jpeg.json"), "--sample", "0"]) == 1
+    out = capsys.readouterr().out
+    assert f"DISAGREE overall.fidelity.value: entry {round(old - 0.05, 6)!r}, recomputed {old!r}" in out
+    assert "FAILED" in out
+
+    # 2. a per-image score changed in the bundle with the entry made consistent with it: only the
+    #    recomputation from scratch can tell, and it names the cell and both values
+    b = read_bundle(submitted.with_name("jpeg.evidence.zip"))
+    rows = [dict(r) for r in b.rows]
+    hit = next(r for r in rows if r["attack"] == attack and r["image"] == image)
+    hit["defended_attacked"] += 1.0
+    forged = bad / "forged"
+    bpath = write_bundle(forged / "jpeg.evidence.zip", b.manifest, rows, b.pngs)
+    e = load_entry(submitted)
+    nums = entry_scores(records_to_rows(rows), pd.DataFrame.from_records(b.manifest["probes"]),
+                        pd.DataFrame.from_records(b.manifest["attacks"]), 0,
+                        {a["spec"]: a["budget"] for a in e["attacks"]}, {a["spec"]: a["short"] for a in e["attacks"]})
+    e.update(nums)
+    e["evidence"] = {"bundle": bpath.name, "sha256": hashlib.sha256(bpath.read_bytes()).hexdigest(),
+                     "bytes": bpath.stat().st_size}
+    write_json(forged / "jpeg.json", e)
+    rep = verify(forged / "jpeg.json", sample=1, seed=0, work=tmp_path / "v")   # cached: same batch, no rerun cost
+    assert not rep.ok and len(rep.problems) == 1
+    msg = rep.problems[0]
+    assert msg.startswith(f"cell {attack} × {image}: defended_attacked: bundle {hit['defended_attacked']!r}, recomputed ")
