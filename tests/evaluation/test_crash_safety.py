@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 ARGS = ["run", "-m", "iqg-cnn", "-a", "fgsm:eps=2/255", "-a", "pgd:eps=4/255,steps=3", "-d", "jpeg",
-        "-d", "random-noise", "--eot-k", "2", "--data", "bundled:size=64", "--limit", "4", "--batch-size", "1",
+        "-d", "random-noise", "--eot-k", "2", "--data", "bundled:size=64", "--limit", "2", "--batch-size", "1",
         "--no-progress"]
 NOT_RESULTS = {"run_id", "defense_seconds", "attack_seconds", "fit_seconds"}
 TRIALS = 20
