@@ -103,3 +103,23 @@ def test_other_weights_under_the_same_name_get_new_cells(tmp_path):
     assert (second.rows.clear.to_numpy() * 2 == first.rows.clear.to_numpy()).all()
     ScaledMean.weight = 1.0
     assert ig.benchmark(**kw).reused == 2
+
+
+def test_a_replaced_image_file_gets_new_cells(tmp_path):
+    """The key has the content of the item's files: an image replaced under the same name is
+    computed again, the untouched one is reused."""
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / name)
+    kw = dict(metrics=["iqg-cnn"], attacks=["fgsm:eps=2/255"], defenses=["jpeg"], dataset=f"folder:root='{d}'",
+              adaptive=False, out=tmp_path / "out", report=False)
+    assert ig.benchmark(**kw).computed == 2
+    assert ig.benchmark(**kw).reused == 2
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / "b.png")
+    again = ig.benchmark(**kw)
+    assert again.computed == 1 and again.reused == 1

@@ -7,7 +7,11 @@ SROCC is computed per group and averaged.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -55,3 +59,37 @@ class Dataset:
     @property
     def has_ref(self) -> bool:
         return all(it.load_ref is not None for it in self.items)
+
+
+def item_sources(item: Item) -> list[Path]:
+    """The files an item is read from: the path arguments of its loaders when they are
+    ``functools.partial(loader, path)`` (folder and published datasets); [] for generated items."""
+    out = []
+    for load in (item.load, item.load_ref):
+        if isinstance(load, functools.partial):
+            out += [Path(a) for a in load.args if isinstance(a, os.PathLike)]
+    return out
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(item: Item) -> str:
+    """Short sha256 of the bytes of an item's files (cached per path, mtime and size); '' when
+    the item is generated (its content is fixed by the package version)."""
+    h = hashlib.sha256()
+    files = item_sources(item)
+    for f in files:
+        try:
+            st = f.stat()
+            key = (str(f), st.st_mtime_ns, st.st_size)
+            if key not in _DIGESTS:
+                fh = hashlib.sha256()
+                with open(f, "rb") as fp:
+                    for chunk in iter(lambda: fp.read(1 << 20), b""):
+                        fh.update(chunk)
+                _DIGESTS[key] = fh.hexdigest()
+            h.update(_DIGESTS[key].encode())
+        except OSError:   # unreadable: loading the image fails its cells with the real message
+            h.update(f"unreadable:{f}".encode())
+    return h.hexdigest()[:16] if files else ""

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from .._version import __version__
 from ..adaptive import DEFAULT_EOT_K, WRAPPERS
 from ..errors import InputError
+from ..data.base import content_digest
 from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, canonical
 
 # The quick suite: what `iqaguard run` / `make run` does with no flags. Cheap enough for a
@@ -66,6 +67,7 @@ class Plan:
     identity: dict[str, bool] = field(default_factory=dict)     # defense spec -> identity (no-defense)?
     cert_eps: float = DEFAULT_CERT_EPS
     weights: dict[str, str] = field(default_factory=dict)       # metric/defense spec -> digest of its weights
+    content: dict[str, str] = field(default_factory=dict)       # image id -> digest of its files ('' = generated)
 
     def adaptive_tag(self, attack: str, defense: str, image: str | None = None) -> str:
         """The wrapper recorded for the adaptive column of (attack, defense[, image]); "" = none."""
@@ -95,21 +97,26 @@ class Plan:
         weights (same name and parameters) gets new cells instead of the old scores."""
         return "|".join(f"w={self.weights[s]}" for s in specs if self.weights.get(s))
 
+    def _content_tag(self, image: str) -> str:
+        """The image's file content: replaced under the same name, it gets new cells."""
+        return f"c={self.content[image]}" if self.content.get(image) else ""
+
     def cell_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         # extra parts only when present, so keys of non-adaptive, non-trainable cells never change
         extra = [p for p in (self.adaptive_tag(attack, defense, image), self._train_tag(attack),
-                             self._defense_tag(defense), self._weights_tag(metric, defense)) if p]
+                             self._defense_tag(defense), self._weights_tag(metric, defense),
+                             self._content_tag(image)) if p]
         return _hash("cell", metric, attack, defense, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def attack_key(self, metric: str, attack: str, image: str) -> str:
         """Key of an adversarial image: shared by every defense of the same (metric, attack)."""
-        extra = [p for p in (self._train_tag(attack), self._weights_tag(metric)) if p]
+        extra = [p for p in (self._train_tag(attack), self._weights_tag(metric), self._content_tag(image)) if p]
         return _hash("adv", metric, attack, self.dataset, image, self.seed, CODE_VERSION, *extra)
 
     def adaptive_key(self, metric: str, attack: str, defense: str, image: str) -> str:
         """Key of an adaptive adversarial image: one per (metric, attack, defense, wrapper, image)."""
         extra = [p for p in (self._train_tag(attack), self._defense_tag(defense),
-                             self._weights_tag(metric, defense)) if p]
+                             self._weights_tag(metric, defense), self._content_tag(image)) if p]
         return _hash("adv-adaptive", metric, attack, defense, self.adaptive_tag(attack, defense),
                      self.dataset, image, self.seed, CODE_VERSION, *extra)
 
@@ -282,7 +289,8 @@ def make_plan(metrics=None, attacks=None, defenses=None, dataset: str | None = N
                 train_items=train, adaptive_limit=adaptive_limit if adapt else None,
                 families=fams, trained=trained, cert_eps=float(cert_eps),
                 identity={s: bool(getattr(o, "identity", False)) for s, o in d_objs.items()},
-                weights={s: _weights_digest(o) for s, o in {**m_objs, **d_objs}.items()})
+                weights={s: _weights_digest(o) for s, o in {**m_objs, **d_objs}.items()},
+                content={it.id: content_digest(it) for it in ds_obj.items})
     return plan, ds_obj
 
 
