@@ -118,3 +118,8 @@ def test_report_chooses_a_run(tmp_path):
         attacks = set(pd.read_csv(rep / "summary.csv").attack)
         assert len(attacks) == 1 and eps in attacks.pop()
     assert_one_line_error(cli("report", "--store", str(out / "iqaguard.db"), "--run", "nope"), "nope")
+    listed = cli("report", "--store", str(out / "iqaguard.db"), "--list-runs")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == [first, last] and "finished" in lines[0]
+    assert "1 metrics × 1 attacks × 1 defenses × 1 images" in lines[0]

@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", default="iqaguard-out/iqaguard.db", metavar="FILE")
     rep.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the store's folder)")
     rep.add_argument("--run", default=None, metavar="RUN_ID", help="which run of the store (default: the last)")
+    rep.add_argument("--list-runs", action="store_true", help="list every run of the store and exit")
 
     td = sub.add_parser("train-defense", help="train a defense ahead of a run (cached; the run then trains nothing)")
     td.add_argument("defense", metavar="SPEC", help="trained defense spec, e.g. at-pgd")
@@ -223,11 +224,30 @@ def _cmd_report(args) -> int:
     from .report import report_from_store
 
     readable_file(args.store, "--store")
+    if args.list_runs:
+        return _list_runs(args.store)
     output_dir(args.out or Path(args.store).parent, "--out")   # default: the store's folder
 
     result = report_from_store(args.store, args.out, run_id=args.run)
     for name, path in result.files.items():
         print(f"{name:8s} {path}")
+    return 0
+
+
+def _list_runs(store) -> int:
+    """Every run of a store, oldest first: id, start (UTC), status and grid size (read-only)."""
+    import datetime
+    import json
+
+    from .evaluation.store import Store
+
+    with Store(store, readonly=True) as st:
+        runs = st.runs()
+    for r in runs.itertuples():
+        spec = json.loads(r.spec)
+        started = datetime.datetime.fromtimestamp(r.started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        grid = " × ".join(f"{len(spec.get(k, []))} {k}" for k in ("metrics", "attacks", "defenses"))
+        print(f"{r.run_id}  {started} UTC  {r.status:11s}  {grid} × {spec.get('images', '?')} images")
     return 0
 
 
