@@ -42,5 +42,6 @@ def test_six_certified_defenses_run(tmp_path):
     per = rows.set_index(rows.defense.str.split(":").str[0]).defense_forwards
     assert per["ms"] >= 8 and per["rs"] >= 10 and per["densepure"] >= 2 * per["ddrs"] - 1   # votes=2
     summary = pd.read_csv(out / "summary.csv")
-    assert summary.cert_violation.notna().any()
+    # n = 8 cannot certify eps 0.25: every image abstains, so the violation count has no images
+    assert "cert_violation" in summary.columns and (summary.cert_abstain_rate == 1).all()
     assert (out / "index.html").exists()
