@@ -94,10 +94,13 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
     with Store(store_path) as st:
         st.start_run(run_id, prov, plan.as_dict())
         st.write_methods(method_records(plan))
-        st.write_run_cells(run_id, plan.cells())
+        cells = list(plan.cells())             # keys hashed once for the whole run
+        keys = [c[4] for c in cells]
+        st.write_run_cells(run_id, cells)
         _save_first_clean(plan, data, out_dir)
         try:
-            _drive(plan, data, st, out_dir, run_id, device, batch_size, progress, counts, executor, retry_failed)
+            _drive(plan, keys, data, st, out_dir, run_id, device, batch_size, progress, counts, executor,
+                   retry_failed)
         except BaseException:
             st.finish_run(run_id, "interrupted")
             raise
@@ -109,16 +112,15 @@ def run_benchmark(metrics=None, attacks=None, defenses=None, dataset=None, *, li
             _write_stamp(out_dir, stamp)
             result = Result(res.rows, res.summary, res.worst, res.two_axis, run_id, out_dir, st.path, prov,
                             files={"store": st.path, **res.files}, flags=res.flags)
-        result.failures = st.errors([c[4] for c in plan.cells()])
+        result.failures = st.errors(keys)
     result.reused, result.computed = counts["reused"], counts["computed"]
     result.errors = counts["errors"] + counts["failed_kept"]
     return result
 
 
-def _drive(plan, data, st: Store, out_dir, run_id, device, batch_size, progress, counts, executor,
-           retry_failed: bool = False) -> None:
+def _drive(plan, keys: list[str], data, st: Store, out_dir, run_id, device, batch_size, progress, counts,
+           executor, retry_failed: bool = False) -> None:
     """Tasks out, results in: the driver is the store's only writer."""
-    keys = [c[4] for c in plan.cells()]
     done = st.done_keys(keys)
     failed = set() if retry_failed else st.failed_keys(keys)
     counts["reused"], counts["failed_kept"] = len(done), len(failed)
