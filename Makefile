@@ -73,7 +73,7 @@ verify-entries: $(VENV)/.core
 	@set -e; for f in $$(find $(ENTRIES) -name '*.json' 2>/dev/null | sort); do \
 		$(BIN)/iqaguard verify "$$f" --sample 2 --seed 0; done
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev peers
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -47,8 +47,9 @@ def on_cluster(root: str, n: int) -> tuple[float, float, int]:
         return timed(root, f"dask{n}", client, scheduler=cluster.scheduler_address)
 
 
-def main():
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (cores: {os.cpu_count()})")
+def main(argv: list[str] | None = None) -> dict:
+    load0 = list(os.getloadavg())
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in load0)}  (cores: {os.cpu_count()})")
     rows = []
     with tempfile.TemporaryDirectory() as root:
         n = torch.get_num_threads()
@@ -71,6 +72,11 @@ def main():
           f"{two[1] / one[1]:.2f}; vs in-process at {n} threads: ×{r[f'in-process, {n} torch threads'][0] / two[0]:.2f}")
     print("CPU s: this process plus the workers' (not the start-up row); on a loaded machine the wall-clock "
           "ratio says little, the CPU ratio says what parallel work costs.")
+    speedup = one[0] / two[0]
+    return {"name": "dask", "setup": {"grid": {k: v for k, v in GRID.items() if k != "report"},
+                                      "load_before": load0, "load_after": list(os.getloadavg())},
+            "rows": [{"executor": name, "cells": cells, "wall_s": wall, "cpu_s": cpu} for name, wall, cpu, cells in rows],
+            "speedup_2_vs_1": speedup, "target": ">=1.7", "target_met": speedup >= 1.7}
 
 
 if __name__ == "__main__":   # required: Dask's worker processes are spawned and re-import this file

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,25 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .atomic import replacing
 from .errors import InputError
 from .paths import readable_file
+
+# True inside ``trusted()``: check_image keeps its shape/dtype checks, skips the value checks
+_TRUSTED: ContextVar[bool] = ContextVar("iqaguard_trusted_images", default=False)
+
+
+@contextmanager
+def trusted():
+    """Skip the value checks (finite, in [0,1]) of :func:`check_image` inside this block.
+
+    Each value check is a host-device sync on a GPU, and an attack's inner loop calls its metric
+    (and, adaptively, the defense) hundreds of times on tensors it built and clamped itself. The
+    public boundary (an attack's call, the worker's image load, a metric called by a user)
+    validates once, outside; ``Attack.__call__`` runs its loop inside this block."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
 
 # Pillow refuses images above this many pixels (decompression-bomb guard); 2x it raises.
 MAX_PIXELS = 89_478_485
@@ -32,6 +53,8 @@ def check_image(x, name: str = "x", *, channels: int | None = 3) -> torch.Tensor
         raise InputError(f"{name} must be float32, got {x.dtype}")
     if x.numel() == 0:
         raise InputError(f"{name} is empty, shape {tuple(x.shape)}")
+    if _TRUSTED.get():
+        return x
     with torch.no_grad():
         if not torch.isfinite(x).all():
             raise InputError(f"{name} contains NaN or Inf")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..images import check_image, quantize_8bit, quantize_within
+from ..images import check_image, quantize_8bit, quantize_within, trusted
 
 THREATS = ("linf", "l2", "perceptual", "spatial", "color", "universal", "sparse")
 
@@ -90,9 +90,8 @@ class Attack:
         g = self.gain(metric, metric(x, ref) if ref is not None else metric(x))
         (grad,) = torch.autograd.grad(g.sum(), x)
         self.stats.grad_calls += 1
-        if not torch.isfinite(grad.sum()):   # one reduction: a NaN/inf anywhere makes the sum non-finite
-            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        return g.detach(), grad
+        # unconditionally (identity on a finite gradient): testing first would sync a GPU every step
+        return g.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
     def query(self, metric, x: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
         """Black-box access: score under no_grad, counted as one query per image."""
@@ -118,11 +117,12 @@ class Attack:
         if hasattr(metric, "eval"):
             metric.eval()
         try:
-            with torch.enable_grad():
-                x_adv = self.perturb(metric, x.detach(), None if ref is None else ref.detach())
-            x_adv = x_adv.detach().clamp(0, 1)
-            if self.keeps_best:
-                x_adv = self.keep_best(metric, x.detach(), x_adv, None if ref is None else ref.detach())
+            with trusted():   # validated above; the loop's own tensors are not re-checked (no GPU syncs)
+                with torch.enable_grad():
+                    x_adv = self.perturb(metric, x.detach(), None if ref is None else ref.detach())
+                x_adv = x_adv.detach().clamp(0, 1)
+                if self.keeps_best:
+                    x_adv = self.keep_best(metric, x.detach(), x_adv, None if ref is None else ref.detach())
         finally:
             if was_training:
                 metric.train()
