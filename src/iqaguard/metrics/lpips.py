@@ -20,7 +20,7 @@ import torch
 from ..errors import InputError
 from ..registry import METRICS
 from ..weights import load_state, resolve
-from .backbones import alexnet_features, load_features, tap, vgg16_features
+from .backbones import alexnet_features, load_features, tap_pair, vgg16_features
 from .base import Metric, score_ranges
 
 # ScalingLayer of the lpips package (v0.1): (x − shift) / scale on [−1, 1] input
@@ -107,15 +107,14 @@ class LPIPS(Metric):
         if min(x.shape[-2:]) < self.min_side:
             raise InputError(f"lpips(net={self.net!r}) needs images of at least {self.min_side} px "
                              f"per side, got {tuple(x.shape[-2:])}")
-        n = x.shape[0]
-        h = torch.cat([x, ref]) * 2 - 1
-        if self.version == "0.1":
-            h = (h - self.shift) / self.scale
+        def scaled(t):
+            t = t * 2 - 1
+            return (t - self.shift) / self.scale if self.version == "0.1" else t
+
         heads = torch.split(self.heads, self.chns)
-        total = x.new_zeros(n)
-        for f, w in zip(tap(self.features, h, self.taps), heads):
-            f = unit_normalize(f)
-            d = (f[:n] - f[n:]) ** 2
+        total = x.new_zeros(x.shape[0])
+        for (fx, fr), w in zip(tap_pair(self.features, scaled(x), scaled(ref), self.taps), heads):
+            d = (unit_normalize(fx) - unit_normalize(fr)) ** 2
             total = total + torch.einsum("nchw,c->n", d, w) / (d.shape[-2] * d.shape[-1])
         return total
 
