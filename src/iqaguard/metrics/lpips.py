@@ -8,8 +8,8 @@ bias). Input [0,1] is mapped to [−1,1], then (version 0.1) through the package
 Heads ship with iqaguard (safetensors copies of ``lpips/weights/v*/{alex,vgg}.pth``, BSD-2);
 the backbone is torchvision's ImageNet checkpoint, found via :mod:`iqaguard.weights`.
 
-The channel norm uses ``torch.linalg.vector_norm``: same value as the package's
-sqrt(Σ f²) but its gradient at an all-zero feature vector is 0 instead of NaN.
+The channel norm is the package's sqrt(Σ f²), except that its gradient at an all-zero feature
+vector is 0 instead of NaN (``unit_normalize``).
 """
 from __future__ import annotations
 
@@ -42,8 +42,15 @@ HEADS_SHA256 = {
 
 
 def unit_normalize(f: torch.Tensor) -> torch.Tensor:
-    """f / (‖f‖₂ over channels + 1e-10), the package's ``normalize_tensor``."""
-    return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + EPS)
+    """f / (‖f‖₂ over channels + 1e-10), the package's ``normalize_tensor``.
+
+    sqrt(Σ f²) as the package computes it (``linalg.vector_norm`` over the channel axis cost
+    3-4× as much on CPU), with the square root taken of 1 where Σ f² = 0 and masked back to 0:
+    same value, and a zero gradient there instead of sqrt's NaN.
+    """
+    s = f.pow(2).sum(1, keepdim=True)
+    nonzero = s > 0
+    return f / (torch.where(nonzero, s, 1.0).sqrt() * nonzero + EPS)
 
 
 @METRICS.register("lpips")
