@@ -45,6 +45,11 @@ the heads shipped in the ``lpips`` wheel; ``DISTS_pytorch``'s ``weights.pt``; ou
 the seeded random networks, whose ``features`` ours loads through ``backbone_weights``.
 A peer that fails anyway is reported in its row (``error``), never replaced by something else.
 
+Load. On a machine shared with other jobs, multi-threaded timings are dominated by each op's
+wait for its second thread to be scheduled (measured here at load 4-5 on 2 cores: every op
+≥ 4-8 ms, 2-thread times 5-60× the 1-thread ones), which rewards fewer, larger ops rather than less
+work; ``--threads 1`` then measures the work itself. ``setup`` records threads and wall time.
+
 Targets (issue 15): forward+backward ≥ 10× pyiqa's; no slower than piq's and than the reference
 packages (≥ 1.0) for both passes; forward ≥ 1.0 against pyiqa. iqg rows have no target.
 
