@@ -4,6 +4,7 @@ Convention everywhere: ``torch.float32``, NCHW, RGB, values in [0, 1].
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from contextlib import contextmanager
@@ -55,10 +56,12 @@ def check_image(x, name: str = "x", *, channels: int | None = 3) -> torch.Tensor
         raise InputError(f"{name} is empty, shape {tuple(x.shape)}")
     if _TRUSTED.get():
         return x
+    # one pass: min and max propagate NaN, and ±Inf is an extreme, so a non-finite extreme is the
+    # only way non-finite values show (an isfinite() pass cost 5× the min/max on CPU)
     with torch.no_grad():
-        if not torch.isfinite(x).all():
-            raise InputError(f"{name} contains NaN or Inf")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"{name} contains NaN or Inf")
     if lo < 0.0 or hi > 1.0:
         raise InputError(f"{name} values must be in [0,1], got min {lo:.4g} max {hi:.4g}")
     return x

@@ -72,6 +72,23 @@ def tap(features: nn.Sequential, x: torch.Tensor, taps: tuple[int, ...]) -> list
     return out
 
 
+def tap_pair(features: nn.Sequential, hx: torch.Tensor, href: torch.Tensor,
+             taps: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(x feature, ref feature) at each of ``taps``.
+
+    Without gradients one batched pass over [x; ref]. When only x needs a gradient, ref runs
+    apart under no_grad: in a batched pass backward would also propagate through every layer
+    for the ref half, twice the backward work of the ``lpips``/``DISTS_pytorch`` packages.
+    """
+    if torch.is_grad_enabled() and hx.requires_grad and not href.requires_grad:
+        fx = tap(features, hx, taps)
+        with torch.no_grad():
+            fr = tap(features, href, taps)
+        return list(zip(fx, fr))
+    n = hx.shape[0]
+    return [(f[:n], f[n:]) for f in tap(features, torch.cat([hx, href]), taps)]
+
+
 @lru_cache(maxsize=2)
 def _features_state(path: str, mtime: float, size: int) -> dict[str, torch.Tensor]:
     """The ``features.*`` tensors of a checkpoint; cached (keyed by file identity) so several

@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..registry import METRICS
 from .base import Metric
 from .channels import check_channel, grey_levels
-from .filters import _half_bicubic_taps, filter_stack, gaussian_kernel1d, pad_symmetric
+from .filters import _half_bicubic_taps, filter_stack, gaussian_kernel1d, pad_symmetric, weighted_shifts
 from .niqe import NSS_CHANNELS, SHIFTS, aggd_fit, gamma_table, lookup_alpha
 
 MODEL_SHA256 = "19526fb799c4c7992ccc109fcfecddb25976ba024b194cd3ee275d27e8909c8d"   # svm.txt
@@ -62,8 +62,8 @@ def imresize_half_any(x: torch.Tensor) -> torch.Tensor:
     x = pad_symmetric(x, 3, 3 + h % 2, 3, 3 + w % 2)
     taps = _half_bicubic_taps().tolist()
     oh, ow = (h + 1) // 2, (w + 1) // 2
-    y = sum(x[..., i:i + 2 * oh:2, :] * t for i, t in enumerate(taps))
-    return sum(y[..., i:i + 2 * ow:2] * t for i, t in enumerate(taps))
+    y = weighted_shifts(x, taps, -2, oh, step=2)
+    return weighted_shifts(y, taps, -1, ow, step=2)
 
 
 def ggd_fit(v: torch.Tensor, alpha_grid: torch.Tensor, rinv_grid: torch.Tensor):

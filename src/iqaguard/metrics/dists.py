@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import InputError
 from ..registry import METRICS
 from ..weights import load_state, resolve
-from .backbones import load_features, tap, vgg16_features
+from .backbones import load_features, tap_pair, vgg16_features
 from .base import Metric
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -98,13 +98,10 @@ class DISTS(Metric):
         return out[0], out[1]
 
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        h = (torch.cat([x, ref]) - self.mean) / self.std
-        feats = [torch.cat([x, ref])] + tap(self.features, h, TAPS)
+        feats = [(x, ref)] + tap_pair(self.features, (x - self.mean) / self.std, (ref - self.mean) / self.std, TAPS)
         s1 = []
         s2 = []
-        for f in feats:
-            fx, fy = f[:n], f[n:]
+        for fx, fy in feats:
             mx, my = fx.mean((2, 3)), fy.mean((2, 3))
             vx = ((fx - mx[..., None, None]) ** 2).mean((2, 3))
             vy = ((fy - my[..., None, None]) ** 2).mean((2, 3))

@@ -95,18 +95,28 @@ def filter_stack(maps: list[torch.Tensor], kernel: torch.Tensor, padding: str = 
     return [t.permute(2, 3, 0, 1) for t in y.unbind(-1)]     # unbind: one stack in backward, not m scatters
 
 
+def weighted_shifts(x: torch.Tensor, taps: list[float], dim: int, size: int, step: int = 1) -> torch.Tensor:
+    """Σ_i taps[i] · x[..., i : i + step·size : step, (:)] along ``dim`` (−2 or −1).
+
+    Accumulates in place into one buffer (a python ``sum`` allocated a new full-size sum per
+    tap). Not ``add_(…, alpha=t)``: its fused multiply-add rounds once instead of twice, and NIQE
+    on flat areas, where the MSCN map is rounding noise, moved by 0.2 on TID2013 I19.
+    """
+    def part(i: int) -> torch.Tensor:
+        return x[..., i:i + step * size:step, :] if dim == -2 else x[..., i:i + step * size:step]
+
+    y = part(0) * taps[0]
+    for i in range(1, len(taps)):
+        y.add_(part(i) * taps[i])
+    return y
+
+
 def _shift_add_separable(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Sum of shifted slices; for float64 on CPU, where convolutions have no fast kernel."""
     taps = k.tolist()
     n = len(taps)
-    h, w = x.shape[-2] - n + 1, x.shape[-1] - n + 1
-    y = x[..., 0:h, :] * taps[0]
-    for i in range(1, n):
-        y = y + x[..., i:i + h, :] * taps[i]
-    z = y[..., 0:w] * taps[0]
-    for i in range(1, n):
-        z = z + y[..., i:i + w] * taps[i]
-    return z
+    y = weighted_shifts(x, taps, -2, x.shape[-2] - n + 1)
+    return weighted_shifts(y, taps, -1, x.shape[-1] - n + 1)
 
 
 def box_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
@@ -158,5 +168,5 @@ def imresize_half(x: torch.Tensor) -> torch.Tensor:
     x = pad_symmetric(x, 3, 3, 3, 3)     # output i reads 2i-4..2i+3 (1-based): 3 pixels beyond each edge
     taps = k.tolist()
     h, w = x.shape[-2] // 2 - 3, x.shape[-1] // 2 - 3
-    y = sum(x[..., i:i + 2 * h:2, :] * t for i, t in enumerate(taps))     # stride-2 shift-add, any dtype
-    return sum(y[..., i:i + 2 * w:2] * t for i, t in enumerate(taps))
+    y = weighted_shifts(x, taps, -2, h, step=2)     # stride-2 shift-add, any dtype
+    return weighted_shifts(y, taps, -1, w, step=2)
