@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,3 +27,18 @@ def images():
     """Two 8-bit RGB images, 2×3×64×64, float32 in [0,1]."""
     g = torch.Generator().manual_seed(0)
     return torch.round(torch.rand(2, 3, 64, 64, generator=g) * 255) / 255
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``iqaguard ARGS`` in a child process (as a user types it), output captured."""
+    return subprocess.run([sys.executable, "-m", "iqaguard.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A refused command: exit 2, one line on stderr holding every fragment, no traceback."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])

@@ -12,8 +12,6 @@ import hashlib
 import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from iqaguard import InputError
 from iqaguard.evaluation.store import Store
 from iqaguard.images import load_image
 from iqaguard.weights import load_state, resolve
+
+from .conftest import assert_one_line_error, cli
 
 ROOT = os.geteuid() == 0
 needs_permissions = pytest.mark.skipif(ROOT, reason="root ignores file permissions")
@@ -355,17 +355,6 @@ def test_read_only_store_is_refused_before_sqlite_touches_it(tmp_path):
 
 # --- CLI paths: exit code 2, one line, no traceback, nothing created ----------------------
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "iqaguard.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def _listing(d: Path) -> set[str]:

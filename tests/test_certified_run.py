@@ -9,20 +9,16 @@ CLI test within CI's budget; the defaults are what ``tests/evaluation/test_certi
 (rs, ms) and ``tests/defenses/test_certified.py`` run. With n = 8 the certificates at eps 0.25
 abstain (the order statistics / Clopper–Pearson bound need more samples), which this test accepts.
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from .conftest import cli
 
 TINY = Path(__file__).parent / "fixtures" / "diffusion-tiny.safetensors"
 SMALL = "n=8"
 DEFENSES = [f"rs:n0=4,{SMALL}", f"drs:n0=4,{SMALL}", f"ms:{SMALL}", f"dms:{SMALL}",
             f"ddrs:weights={TINY},n0=4,{SMALL}", f"densepure:weights={TINY},n0=4,{SMALL},votes=2"]
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "iqaguard.cli", *args], capture_output=True, text=True)
 
 
 def test_six_certified_defenses_run(tmp_path):

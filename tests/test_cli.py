@@ -1,24 +1,13 @@
 """The command line: one-line errors, listing, scoring, and a small end-to-end run."""
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "iqaguard.cli", *args], capture_output=True, text=True, cwd=cwd)
+from .conftest import assert_one_line_error, cli
 
 
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0]
 
 
 @pytest.fixture(scope="module")

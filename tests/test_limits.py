@@ -33,8 +33,6 @@ def _cases():
         for name in reg.names():
             if ":" in name:           # prefix-resolved (pyiqa:*), not ours
                 continue
-            if name.endswith("-test"):   # test doubles other test modules register (collection order)
-                continue
             for key, default in reg.defaults(name).items():
                 if isinstance(default, bool):
                     continue

@@ -57,6 +57,23 @@ def test_register_twice_is_an_error():
         reg.register("a", lambda: 1)
 
 
+
+def test_registered_lasts_for_the_block_only():
+    reg = Registry("thing", "iqaguard.test-nothing")
+    factory = lambda: 42          # noqa: E731
+    with reg.registered("temp", factory):
+        assert reg.names() == ["temp"] and reg.factory("temp") is factory
+    assert reg.names() == []
+    with pytest.raises(ValueError), reg.registered("x", factory), reg.registered("x", lambda: 1):
+        pass                      # a clash still raises, and the first is removed on the way out
+    assert reg.names() == []
+    reg.register("kept", factory)
+    reg.unregister("kept")
+    assert reg.names() == []
+    with pytest.raises(KeyError):
+        reg.unregister("kept")
+
+
 PLUGIN = '''
 import torch
 from iqaguard.defenses.base import Purifier

@@ -7,6 +7,7 @@ dict that round-trips, and a clear error for an unknown name or parameter.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import importlib.metadata
@@ -34,6 +35,20 @@ class Registry:
             return obj
 
         return add(factory) if factory is not None else add
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (KeyError if it is not registered)."""
+        del self._factories[name]
+
+    @contextlib.contextmanager
+    def registered(self, name: str, factory: Callable[..., Any]):
+        """Register ``factory`` as ``name`` for the ``with`` block only: a notebook's or a test's
+        method that must not outlive it (later listings never see it)."""
+        self.register(name, factory)
+        try:
+            yield factory
+        finally:
+            self._factories.pop(name, None)
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:

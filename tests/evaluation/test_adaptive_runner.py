@@ -191,11 +191,13 @@ class _FakeUAP(TrainableAttack):
     fits: list = []
 
 
-if "fake-uap-test" not in ATTACKS.names():
-    ATTACKS.register("fake-uap-test")(_FakeUAP)
+@pytest.fixture
+def fake_uap():
+    with ATTACKS.registered("fake-uap-test", _FakeUAP):
+        yield
 
 
-def test_trainable_attack_fitted_on_a_disjoint_split(tmp_path):
+def test_trainable_attack_fitted_on_a_disjoint_split(tmp_path, fake_uap):
     _FakeUAP.fits.clear()
     plan, data = make_plan(["iqg-cnn"], ["fake-uap-test"], ["color-quantization"], DATA, 3, train_images=4)
     evaluated = set(plan.image_ids)

@@ -7,6 +7,7 @@ batch sizes 1, 3 and 8 give bit-identical rows on CPU for a grid with a randomiz
 (pgd) and a trainable attack (a per-channel universal offset fitted through the metric).
 """
 import pandas as pd
+import pytest
 import torch
 
 import iqaguard as ig
@@ -50,8 +51,11 @@ class OffsetUAP(TrainableAttack):
         return (x + self.eps * torch.tanh(self.p)).clamp(0, 1)
 
 
-if "offset-uap-test" not in ATTACKS.names():
-    ATTACKS.register("offset-uap-test")(OffsetUAP)
+@pytest.fixture(scope="module", autouse=True)
+def _doubles():
+    """This module's test methods, registered for its tests only."""
+    with ATTACKS.registered("offset-uap-test", OffsetUAP), METRICS.registered("scaled-mean-test", ScaledMean):
+        yield
 
 
 def _rows(res):
@@ -85,10 +89,6 @@ class ScaledMean(Metric):
 
     def forward(self, x, ref=None):
         return self.w * x.mean(dim=(1, 2, 3))
-
-
-if "scaled-mean-test" not in METRICS.names():
-    METRICS.register("scaled-mean-test")(ScaledMean)
 
 
 def test_other_weights_under_the_same_name_get_new_cells(tmp_path):

@@ -132,10 +132,10 @@ class Alien(Defense):
 
 @pytest.fixture(scope="module", autouse=True)
 def toys():
-    DEFENSES.register("toy-trained-test")(ToyTrained)
-    DEFENSES.register("toy-smoothing-test")(ToySmoothing)
-    DEFENSES.register("alien-family-test")(Alien)
-    yield
+    """The toy defenses, registered for this module's tests only."""
+    with DEFENSES.registered("toy-trained-test", ToyTrained), \
+            DEFENSES.registered("toy-smoothing-test", ToySmoothing), DEFENSES.registered("alien-family-test", Alien):
+        yield
 
 
 GRID = dict(metrics=["iqg-cnn"], attacks=["fgsm:eps=4/255"],

@@ -5,6 +5,7 @@ their own cells only: the cells are stored as failed with their error, every oth
 is computed, no failed value reaches a score, a rerun keeps them failed and ``retry_failed``
 computes them again.
 """
+import contextlib
 import subprocess
 import sys
 
@@ -51,22 +52,22 @@ class ExplodingAttack(Attack):
         raise RuntimeError("attack blew up")
 
 
-for name, obj in (("exploding-test", Exploding), ("nan-purifier-test", NaNPurifier)):
-    if name not in DEFENSES.names():
-        DEFENSES.register(name)(obj)
-if "exploding-attack-test" not in ATTACKS.names():
-    ATTACKS.register("exploding-attack-test")(ExplodingAttack)
-
-
 def _nan_on_second(x):
     """Mean intensity, NaN for images darker than 0.45 (some bundled images, not all)."""
     m = x.mean(dim=(1, 2, 3))
     return torch.where(m < 0.45, torch.full_like(m, float("nan")), m)
 
 
-if "nan-metric-test" not in METRICS.names():
-    METRICS.register("nan-metric-test")(lambda: ig.wrap_metric(_nan_on_second, score_range=(0.0, 1.0),
-                                                                name="nan-metric-test"))
+@pytest.fixture(scope="module", autouse=True)
+def _doubles():
+    """The failing methods, registered for this module's tests only."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(DEFENSES.registered("exploding-test", Exploding))
+        stack.enter_context(DEFENSES.registered("nan-purifier-test", NaNPurifier))
+        stack.enter_context(ATTACKS.registered("exploding-attack-test", ExplodingAttack))
+        stack.enter_context(METRICS.registered("nan-metric-test", lambda: ig.wrap_metric(
+            _nan_on_second, score_range=(0.0, 1.0), name="nan-metric-test")))
+        yield
 
 
 def test_a_raising_and_a_nan_purifier_lose_only_their_cells(tmp_path):
@@ -124,14 +125,11 @@ def test_non_finite_scores_are_never_done(tmp_path, bad):
         def transform(self, x, gens):
             return x
 
-    name = f"identity-{bad}-test"
-    if name not in DEFENSES.names():
-        DEFENSES.register(name)(Bad)
-    m = f"const-{bad}-test"
-    if m not in METRICS.names():
-        METRICS.register(m)(lambda: ig.wrap_metric(lambda x: torch.full((x.shape[0],), float(bad)),
-                                                   score_range=(0.0, 1.0), name=m))
-    res = ig.benchmark(metrics=[m], attacks=["fgsm:eps=2/255"], defenses=[name], dataset=DATA, limit=2,
-                       out=tmp_path, report=False)
+    name, m = f"identity-{bad}-test", f"const-{bad}-test"
+    const = lambda: ig.wrap_metric(lambda x: torch.full((x.shape[0],), float(bad)),  # noqa: E731
+                                   score_range=(0.0, 1.0), name=m)
+    with DEFENSES.registered(name, Bad), METRICS.registered(m, const):
+        res = ig.benchmark(metrics=[m], attacks=["fgsm:eps=2/255"], defenses=[name], dataset=DATA, limit=2,
+                           out=tmp_path, report=False)
     assert res.computed == 0 and res.errors == 2 and res.rows.empty
     assert res.failures.error.str.contains("non-finite clean score").all()
