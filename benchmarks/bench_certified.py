@@ -12,6 +12,7 @@ alone takes over an hour on 2 cores); ``make bench`` runs it on 4 images.
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import iqaguard as ig
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--metrics", default="iqg-cnn:64,iqg-resnet:64,niqe:192", help="metric:size,...")
     p.add_argument("--defenses", default="ms,rs")
+    p.add_argument("--out", default="", help="keep each run's store under OUT/<metric>-<size>-<defense> and resume "
+                                             "from it (default: a temporary folder per run)")
     args = p.parse_args(argv)
     print(f"{'metric':12s} {'defense':8s} {'images':>6s} {'violations':>10s} {'abstain':>8s} {'width/R':>8s} "
           f"{'fwd/score':>9s} {'s/score':>8s} {'wall s':>7s}")
@@ -29,7 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
         metric, size = spec.split(":")
         for d in args.defenses.split(","):
             t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory() as out:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(args.out) / f"{metric}-{size}-{d}" if args.out else tmp
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],
                                  dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=4,
                                  out=out, report=False)
