@@ -78,6 +78,8 @@ def test_board_in_browser(board_entries, tmp_path, driver):
     assert len(imgs) == 6                                      # clean / attacked / defended × 2 metrics
     for img in imgs:
         assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth;", img) == 96
+    plots = driver.find_elements(By.CSS_SELECTOR, ".presets-plot img")     # the presets' fidelity/quality plot
+    assert len(plots) == 2 and all(driver.execute_script("return arguments[0].naturalWidth;", p) > 200 for p in plots)
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == [], severe
     _shot(driver, tmp_path / "defense.png")

@@ -5,7 +5,7 @@ import re
 
 from iqaguard.leaderboard.site import RANK_FORMULA, build
 
-from .conftest import HOSTILE, HOSTILE_PAPER
+from .conftest import HOSTILE, HOSTILE_PAPER, make_entry
 
 
 def _overview_order(html: str) -> list[str]:
@@ -41,7 +41,8 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     # a defense page: cost columns, honesty flags section, strips (3 panels per metric), provenance
     jpeg = (tmp_path / "site" / "defense-quick-jpeg_quality=50.html").read_text()
     assert "cost-table" in jpeg and "defense seconds / image" in jpeg and "metric forwards / score" in jpeg
-    assert jpeg.count("data:image/png;base64,") == 6
+    assert jpeg.count("data:image/png;base64,") == 8     # 2 metrics × (3 strip panels + 1 presets plot)
+    assert jpeg.count('class="plot presets-plot"') == 2
     assert "https://example.org/paper" in jpeg and "provenance" in jpeg
 
 
@@ -59,3 +60,25 @@ def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):
     assert "median-blur" in order                     # still there through its iqg-cnn entry, 1 of 2 metrics
     table = html.split('class="sortable overview-table', 1)[1].split("</table>", 1)[0]
     assert '<td class="key" data-sort="1/2">1/2</td>' in table
+
+
+def test_defense_pages_plot_the_presets_of_their_defense(tmp_path):
+    """Every preset page of a defense shows the same presets plot (all its presets, per metric);
+    another defense's page plots only its own."""
+    root = tmp_path / "entries"
+    for metric in ("niqe", "iqg-cnn"):
+        for q, shift in ((30, 0.05), (50, 0.02), (70, 0.1)):
+            make_entry(root, f"jpeg:quality={q}", shift, metric=metric, name="jpeg")
+        make_entry(root, "median-blur", 0.08, metric=metric)
+    site = build(root, tmp_path / "site").parent
+
+    def plots(page):
+        text = (site / page).read_text()
+        return re.findall(r'class="plot presets-plot"><img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', text)
+
+    q30, q50 = plots("defense-quick-jpeg_quality=30.html"), plots("defense-quick-jpeg_quality=50.html")
+    median = plots("defense-quick-median-blur.html")
+    assert len(q30) == len(median) == 2                      # one per metric
+    assert all("presets of jpeg on" in alt for alt, _ in q30)
+    assert q30 == q50                                         # the same three presets on every jpeg page
+    assert {png for _, png in q30}.isdisjoint(png for _, png in median)

@@ -202,16 +202,9 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
         for r, d in zip(overview["rows"], ov["defense"]):
             r["links"] = [_page_name(name, d), None]
         for m in metrics:
-            pts = []
-            for d, es in by_def.items():
-                for _, e in es:
-                    if e["metric"]["short"] == m:
-                        pts.append({"defense": d, "fidelity": e["overall"]["fidelity"]["value"],
-                                    "quality": e["overall"]["quality"]["value"]})
-            if pts:
-                p = pd.DataFrame(pts).astype({"fidelity": float, "quality": float})
-                p["pareto"] = _pareto(p["fidelity"].to_numpy(float), p["quality"].to_numpy(float))
-                plots.append({"metric": m, "png": _tradeoff_plot(m, p, True)})
+            of_m = [e for _, e in items if e["metric"]["short"] == m]
+            if of_m:
+                plots.append({"metric": m, "png": _front_plot(m, of_m)})
 
     # per metric
     per_metric = []
@@ -244,9 +237,9 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
             r["links"] = [_page_name(name, d), None, None]
         attack_tables.append({"attack": a, "table": t})
 
-    # per defense pages
+    # per defense pages, each with its defense's presets plotted against each other
     for d, es in by_def.items():
-        _defense_page(name, d, es, env, out)
+        _defense_page(name, d, es, env, out, _preset_plots(es[0][1]["defense"]["name"], items))
 
     # not evaluated
     have = {e["defense"]["name"] for _, e in items}
@@ -267,7 +260,28 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
             "missing": missing, "stale": [str(p) for p, _ in stale], "n": len(items)}
 
 
-def _defense_page(suite: str, d: str, es: list[tuple[Path, dict]], env: Environment, out: Path) -> None:
+def _front_plot(title: str, es: list[dict]) -> str | None:
+    """Fidelity vs quality of these entries (one point each, labelled by defense spec), Pareto front marked."""
+    from ..evaluation.scores import _pareto
+
+    p = pd.DataFrame([{"defense": e["defense"]["short"], "fidelity": e["overall"]["fidelity"]["value"],
+                       "quality": e["overall"]["quality"]["value"]} for e in es]).astype({"fidelity": float, "quality": float})
+    p["pareto"] = _pareto(p["fidelity"].to_numpy(float), p["quality"].to_numpy(float))
+    return _tradeoff_plot(title, p, True)
+
+
+def _preset_plots(name: str, items: list[tuple[Path, dict]]) -> dict[str, str | None]:
+    """Per metric, the presets of defense ``name`` against each other, so a submitter of several
+    strengths (jpeg:quality=30/50/70) sees which are worth it."""
+    by_metric: dict[str, list[dict]] = {}
+    for _, e in items:
+        if e["defense"]["name"] == name:
+            by_metric.setdefault(e["metric"]["short"], []).append(e)
+    return {m: _front_plot(f"{m}: presets of {name}", es) for m, es in by_metric.items()}
+
+
+def _defense_page(suite: str, d: str, es: list[tuple[Path, dict]], env: Environment, out: Path,
+                  preset_plots: dict[str, str | None]) -> None:
     meta = es[0][1]["defense"]
     link = meta["link"] if URL.match(meta["link"] or "") else None
     metrics = []
@@ -283,7 +297,7 @@ def _defense_page(suite: str, d: str, es: list[tuple[Path, dict]], env: Environm
             "overall": _table(ov, ["metric"], [c for c in OVERALL_COLUMNS if c in ov.columns]),
             "attacks": _table(att, ["attack", "budget"], main),
             "cost": _table(cost, ["metric"], [c for c in COST_COLUMNS.values() if c in cost.columns]),
-            "flags": e["flags"], "strips": _strips(path, e),
+            "flags": e["flags"], "strips": _strips(path, e), "presets_png": preset_plots.get(e["metric"]["short"]),
             "provenance": [(k, " ".join(v) if isinstance(v, list) else str(v)) for k, v in e["provenance"].items()],
             "file": path.name})
     html = env.get_template("defense.html.j2").render(
