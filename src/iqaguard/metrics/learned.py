@@ -36,7 +36,7 @@ PATCH = 32      # CNNIQA patch side (Kang et al. 2014)
 # SHA-256 of the shipped weights; written by scripts/train_learned_metrics.py
 SHA256 = {
     "iqg-cnn": "6c108e6227f8816880e901c791f748e685b807f60290c48e9ff69e692d46e393",
-    "iqg-resnet": "a9a12d232355f28db69a49db739943b2ed28475412d18ba03f627ff9b7c8f686",
+    "iqg-resnet": "64e5d9bf9af4fa88e7571de324334c637e385013c4b4b4cd423e58639764d282",
 }
 
 
