@@ -231,7 +231,7 @@ def test_ssah_low_band_change_at_most_0_6_of_unpenalised_loop():
     from iqaguard.images import quantize_8bit
     from iqaguard.registry import DATASETS
 
-    ds = DATASETS.create("bundled", size=128, levels="2")
+    ds = DATASETS.create("bundled", levels="2")     # the dataset's default size (256 px)
     x = quantize_8bit(torch.cat([it.load() for it in ds.items[:2]]))
     metric = METRICS.create("iqg-cnn").eval()
     lr = budget_params("ssah", "medium")["lr"]
