@@ -125,7 +125,7 @@ def test_bpda_recovers_the_gain_transfer_loses(metric, images):
     xa = atk.quantize(atk(metric, x), x)
     with torch.no_grad():
         G = _gain(metric, metric(xa), c)
-    assert G > 0.15      # measured 0.230
+    assert G > 0.3      # measured 0.531 (previous, in-sample iqg-cnn weights: 0.230)
     out = {}
     for spec in ("jpeg:quality=50", "color-quantization", "color-quantization:npp=4"):
         d = ig.create_defense(spec)
@@ -137,18 +137,22 @@ def test_bpda_recovers_the_gain_transfer_loses(metric, images):
             dc = dm(x)
             out[spec] = (_gain(metric, dm(xa), dc), _gain(metric, dm(xb), dc))
     (tj, bj), (tq, bq) = out["jpeg:quality=50"], out["color-quantization"]
-    print(f"G={G:.3f} jpeg transfer={tj:.3f} bpda={bj:.3f} color-quantization transfer={tq:.3f} bpda={bq:.3f}")
-    # measured: jpeg transfer 0.109, BPDA 0.143; color-quantization transfer 0.185, BPDA 0.221 (G 0.230)
-    assert bj >= 0.5 * G and bq >= 0.8 * G
-    assert bj >= 1.1 * tj and bq >= 1.1 * tq
-    # "most" read literally (> half of G): through JPEG q50 BPDA keeps 0.62·G, transfer 0.47·G —
-    # a thin margin on this metric (deterministic: no random start, JPEG is deterministic)
-    assert tj < 0.5 * G < bj
-    # with 4 levels per channel the classic contrast appears: measured transfer 0.086 (0.37·G),
-    # BPDA 0.250 (1.09·G)
     t4, b4 = out["color-quantization:npp=4"]
-    print(f"color-quantization:npp=4 transfer={t4:.3f} bpda={b4:.3f}")
-    assert t4 <= 0.5 * G and b4 >= 0.9 * G
+    print(f"G={G:.3f} jpeg transfer={tj:.3f} bpda={bj:.3f} color-quantization transfer={tq:.3f} bpda={bq:.3f} "
+          f"npp=4 transfer={t4:.3f} bpda={b4:.3f}")
+    # measured (G 0.531): jpeg q50 transfer 0.131 (0.25·G), BPDA 0.192 (0.36·G); color-quantization
+    # transfer 0.353 (0.66·G), BPDA 0.457 (0.86·G); npp=4 transfer 0.032 (0.06·G), BPDA 0.167 (0.31·G).
+    # BPDA beats the transfer attack through every defense (×1.47, ×1.29, ×5.2)
+    assert bj >= 1.1 * tj and bq >= 1.1 * tq and b4 >= 3 * t4
+    # 16-level colour quantisation barely defends: BPDA keeps most of G (0.86·G; asserted 0.8·G)
+    assert bq >= 0.8 * G
+    # JPEG q50 defends partly against both; BPDA still gets more than 0.3·G, transfer less (0.36
+    # vs 0.25·G: a thin margin; deterministic: no random start, JPEG is deterministic). On the
+    # previous (in-sample) weights BPDA kept 0.62·G and transfer 0.47·G (threshold was 0.5·G)
+    assert tj < 0.3 * G < bj
+    # 4 levels per channel: transfer is nearly stopped (0.06·G; asserted ≤ 0.2·G), BPDA gets 0.31·G
+    # (asserted ≥ 0.25·G). On the previous weights BPDA recovered 1.09·G (asserted ≥ 0.9·G)
+    assert t4 <= 0.2 * G and b4 >= 0.25 * G
 
 
 @pytest.mark.parametrize("spec,size", [("random-noise", 64), ("random-crop:size=64", 96)])
@@ -170,5 +174,6 @@ def test_eot_beats_a_single_draw(metric, spec, size):
                 vals.append(_gain(metric, dm(xb), dm(x)))
         gains[k] = sum(vals) / len(vals)
     print(spec, gains)
-    # measured: random-noise 0.233 (k=1) → 0.278 (k=10); random-crop 0.131 → 0.198
+    # measured: random-noise 0.501 (k=1) → 0.637 (k=10); random-crop 0.230 → 0.375
+    # (previous, in-sample iqg-cnn weights: 0.233 → 0.278; 0.131 → 0.198)
     assert gains[10] > gains[1] + 0.02, gains

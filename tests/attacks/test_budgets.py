@@ -31,9 +31,16 @@ def test_shipped_table_is_valid_and_monotone():
         vals = [info["values"][lv] for lv in LEVELS]
         assert vals[0] < vals[1] < vals[2], (key, vals)
         cal = entry.get("calibration")
-        if cal and entry.get("rule") in ("ssim", "linf"):   # achieved distortion grows with the level
-            ssim = [cal[lv]["ssim"] for lv in LEVELS]
+        # the searched quantity falls with the level (SSIM, or RGB SSIM for cadv). Not asserted
+        # for rule linf: with keep-best, an attack that overshoots returns the input (fgsm at
+        # 8/255 improves 2 of the 8 calibration images on the retrained iqg-cnn, so its median
+        # SSIM there is the input's); the bound itself is checked below and measured ℓ∞ here
+        if cal and entry.get("rule") in ("ssim", "ssim_rgb"):
+            ssim = [cal[lv][entry["rule"]] for lv in LEVELS]
             assert ssim[0] >= ssim[1] - 1e-4 and ssim[1] >= ssim[2] - 1e-4, (key, ssim)
+        if cal and entry.get("rule") == "linf" and key not in ("madc", "uap", "cnn-attack"):
+            for lv, bound in zip(LEVELS, (2 / 255, 4 / 255, 8 / 255)):   # + float round-off of the box
+                assert cal[lv]["linf_max"] <= bound + 1e-6, (key, lv, cal[lv]["linf_max"])
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -56,12 +63,12 @@ def test_linf_rule_is_2_4_8_over_255():
 
 
 def test_calibrated_entries_hit_their_targets():
-    """Searched entries (rule ssim/psnr) record a target; the achieved median is close to it
-    (grid/iteration limited: SSIM within 0.01, PSNR within 2 dB) or at the grid's edge."""
+    """Searched entries (rule ssim/ssim_rgb/psnr) record a target; the achieved median is close
+    to it (grid/iteration limited: SSIM within 0.01, PSNR within 2 dB)."""
     for key, entry in shipped().items():
-        if key.startswith("_") or entry.get("rule") not in ("ssim", "psnr"):
+        if key.startswith("_") or entry.get("rule") not in ("ssim", "ssim_rgb", "psnr"):
             continue
-        field, tol = entry["rule"], (0.01 if entry["rule"] == "ssim" else 2.0)
+        field, tol = entry["rule"], (2.0 if entry["rule"] == "psnr" else 0.01)
         for lv in LEVELS:
             cal = entry["calibration"][lv]
             assert abs(cal[field] - cal["target"][field]) <= tol, (key, lv, cal)
@@ -90,6 +97,17 @@ def test_validate_table_rejects_bad_tables():
     with pytest.raises(InputError):
         validate_table([1, 2])
     assert set(RULES) == {"linf", "ssim", "psnr", "ssim_rgb", "fixed"}
+
+
+def test_fixed_target_rules():
+    """cadv aims at the study's RGB SSIM categories and the sparse attacks at its PSNR levels
+    (not at ifgsm's medians): a positional argument once shifted into ``per_step`` silently
+    turned both into reference targets."""
+    assert calibration.rule_for("cadv").targets == "ssim-rgb-fixed"
+    assert calibration.rule_for("patch-rs").targets == "psnr-fixed"
+    assert not calibration.rule_for("cadv").per_step and calibration.rule_for("madc").per_step
+    with pytest.raises(TypeError):
+        calibration.Rule("lr", "ssim", 1e-4, 0.1, "log", "psnr-fixed")   # keyword-only now
 
 
 def test_search_finds_closest_grid_point():

@@ -7,9 +7,11 @@ scale, so after ≥ 0.1/lr consistent steps the trained patch must equal that co
 Budgets: picked_presets_v1.csv gives ℓ∞ = 0.1·amplitude (uap) and amplitude·100/255 (cnn-attack)
 at the study's presets; the tests check the bound after ``attack.quantize``.
 
-Learned metric: iqg-cnn, fitted on 16 crops (96 px) of four bundled photos and evaluated on 6
+Learned metric: iqg-cnn, fitted on 32 crops (96 px) of four bundled photos and evaluated on 6
 crops of the other two (disjoint content); measured gains are in the asserts' comments, the
-thresholds sit at about half of them. The module runs single-threaded (training is small-batch
+thresholds sit at about half of them. On the retrained iqg-cnn (content disjoint from the bundled
+suite) a universal perturbation fitted on only 16 crops did not transfer to the other photos
+(held-out mean gain uap −0.0015, cnn-attack −0.0045 with the fit settings below), hence 32. The module runs single-threaded (training is small-batch
 work; on a loaded 2-core machine two threads were 7× slower) and restores the thread count.
 """
 from __future__ import annotations
@@ -93,10 +95,11 @@ def _crops(contents, per, size, seed):
 @pytest.fixture(scope="module")
 def learned():
     metric = METRICS.create("iqg-cnn")
-    train = _crops(["astronaut", "chelsea", "coffee", "rocket"], 4, 96, 0)
+    train = _crops(["astronaut", "chelsea", "coffee", "rocket"], 8, 96, 0)
     test = _crops(["motorcycle", "grace_hopper"], 3, 96, 1)
+    # uap: patch size 96 and a shorter, faster fit (epochs 4, lr 1e-2, batch 2); cnn-attack: defaults
     fitted = {"uap": create("uap", size=96, epochs=4, lr=1e-2, batch=2).fit(metric, train),
-              "cnn-attack": create("cnn-attack", epochs=3).fit(metric, train)}
+              "cnn-attack": create("cnn-attack").fit(metric, train)}
     return metric, train, test, fitted
 
 
@@ -114,10 +117,13 @@ def test_learned_metric_heldout_gain_and_budget(learned, name):
             assert torch.equal(xq, torch.round(xq * 255) / 255)
             gain = (metric(xq) - s0) / width
             if level == "medium":
-                # measured (1 thread): uap 0.0031–0.0131, mean 0.0068; cnn-attack 0.0157–0.0195,
-                # mean 0.0177 (normalised by the score range; all 6 held-out crops > 0)
-                assert gain.mean() > (0.003 if name == "uap" else 0.008), gain
-                assert (gain > 0).all(), gain
+                # measured (1 thread, normalised by the score range): uap 0.0019–0.0192, mean
+                # 0.0074; cnn-attack 0.0003–0.0181, mean 0.0116; 6/6 held-out crops > 0 for both.
+                # Asserted: mean > 0.003 / 0.005 and at least 5 of 6 crops > 0 (cnn-attack's
+                # smallest gain is 0.0003). Previous (in-sample) iqg-cnn, 16 fit crops, cnn-attack
+                # at epochs 3: uap mean 0.0068, cnn-attack 0.0177, all > 0
+                assert gain.mean() > (0.003 if name == "uap" else 0.005), gain
+                assert int((gain > 0).sum()) >= 5, gain
 
 
 # -- toy metrics -------------------------------------------------------------------------------------

@@ -3,6 +3,10 @@ at-free-ssim-4 and nt — trained at their defaults on bundled images disjoint f
 ones — lower the white-box PGD gain at the medium budget while the clean within-group SROCC
 against the bundled ground truth drops by at most 0.05.
 
+With the shipped weights (trained on content disjoint from the bundled suite) the SROCC bound is
+met by NEITHER metric at the defaults (it was met on iqg-cnn's previous, in-sample weights):
+``MEETS_SROCC_BOUND`` records that, and the measured numbers below pin the behaviour.
+
 Protocol (also `scripts/measure_trained_defenses.py`): bundled suite at 128 px; evaluated = its
 first 120 items (24 content × distortion groups, 5 levels); training = 32 of the other 510 items,
 spread evenly (``evaluation.plan.train_split``, as a run picks them); gain = mean over the first 8
@@ -28,17 +32,23 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 EVAL_N, GAIN_N, TRAIN_N, SIZE = 120, 8, 32, 128
 
 # measured with scripts/measure_trained_defenses.py (1 thread, defaults): (gain, SROCC)
-UNDEFENDED = {"iqg-cnn": (0.2124, 0.7167), "iqg-resnet": (0.1870, 0.8750)}
+UNDEFENDED = {"iqg-cnn": (0.5545, 0.9542), "iqg-resnet": (0.5931, 0.7167)}
 MEASURED = {
-    ("iqg-cnn", "at-pgd"): (0.1682, 0.7042),          # gain ×0.79, SROCC −0.013
-    ("iqg-cnn", "at-free-ssim-4"): (0.1235, 0.7417),  # gain ×0.58, SROCC +0.025
-    ("iqg-cnn", "nt"): (0.0645, 0.7833),              # gain ×0.30, SROCC +0.067
-    # iqg-resnet: the gain drops, but the SROCC bound is NOT met at the defaults (see the cards)
-    ("iqg-resnet", "at-pgd"): (0.0996, 0.7375),       # gain ×0.53, SROCC −0.138
-    ("iqg-resnet", "at-free-ssim-4"): (0.0402, 0.6875),  # gain ×0.22, SROCC −0.188
-    ("iqg-resnet", "nt"): (0.0088, 0.5583),           # gain ×0.05, SROCC −0.317
+    # iqg-cnn (weights trained on content disjoint from the bundled suite): the gain drops, but the
+    # SROCC bound is NOT met at the defaults any more. On the previous (in-sample) weights it was:
+    # undefended (0.2124, 0.7167); at-pgd (0.1682, 0.7042); at-free-ssim-4 (0.1235, 0.7417);
+    # nt (0.0645, 0.7833) — every SROCC within 0.05
+    ("iqg-cnn", "at-pgd"): (0.2538, 0.7833),          # gain ×0.46, SROCC −0.171
+    ("iqg-cnn", "at-free-ssim-4"): (0.1001, 0.6458),  # gain ×0.18, SROCC −0.308
+    ("iqg-cnn", "nt"): (0.0444, 0.6250),              # gain ×0.08, SROCC −0.329
+    # iqg-resnet (retrained likewise): the gain drops, the SROCC bound is NOT met at the defaults
+    # (previous weights: undefended (0.1870, 0.8750); at-pgd (0.0996, 0.7375); at-free-ssim-4
+    # (0.0402, 0.6875); nt (0.0088, 0.5583) — not met either)
+    ("iqg-resnet", "at-pgd"): (0.0498, 0.5917),       # gain ×0.08, SROCC −0.125
+    ("iqg-resnet", "at-free-ssim-4"): (0.0413, 0.3375),  # gain ×0.07, SROCC −0.379
+    ("iqg-resnet", "nt"): (0.0414, 0.2958),           # gain ×0.07, SROCC −0.421
 }
-MEETS_SROCC_BOUND = {"iqg-cnn": True, "iqg-resnet": False}
+MEETS_SROCC_BOUND = {"iqg-cnn": False, "iqg-resnet": False}
 GAIN_TOL, SROCC_TOL = 0.02, 0.03
 
 

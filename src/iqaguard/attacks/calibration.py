@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,6 +49,7 @@ class Rule:
     lo: float = 0.0
     hi: float = 0.0
     kind: str = "log"          # "log" (real, log-spaced), "int", "square" (perfect squares)
+    _: KW_ONLY                 # a positional value here once landed in per_step (cadv / patch-rs targets)
     per_step: bool = False     # rule linf on a step size: value = ℓ∞ level / the attack's default steps
     targets: str = "reference"  # "reference" (ifgsm's medians), "psnr-fixed" (PSNR_TARGETS) or
     #                             "ssim-rgb-fixed" (SSIM_RGB_TARGETS)
@@ -69,22 +70,31 @@ RULES: dict[str, Rule] = {
                                          "parsimonious", "grad-est")},
     "pgd:norm=l2": Rule("eps", "fixed"),
     "korhonen-et-al": Rule("lr", "ssim", 2e-4, 0.05),
-    "zhang-et-al": Rule("lr", "ssim", 1e-4, 0.1),
-    "zhang-et-al-dists": Rule("lr", "ssim", 1e-4, 0.1),
+    # zhang-et-al: grid top 0.05, not 0.1: at lr 0.1 Adam overshoots, 7 of the 8 calibration
+    # images score below clean and keep-best returns them (median SSIM 0.9999 on the retrained
+    # iqg-cnn), which breaks the monotone bracketing; at 0.05 the median SSIM is 0.74
+    "zhang-et-al": Rule("lr", "ssim", 1e-4, 0.05),
+    "zhang-et-al-dists": Rule("lr", "ssim", 1e-4, 0.05),   # as zhang-et-al (not run: no DISTS backbone here)
     "ssah": Rule("lr", "ssim", 2e-4, 0.05),
     # madc: the study's rule — every sign step moves each pixel by lr, so lr = ℓ∞ level / 8 steps
     # (its presets 9.8e-4 / 1.96e-3 / 3.92e-3); SSIM-matching to ifgsm gave ℓ∞ 7/255 … 21/255
     "madc": Rule("lr", "linf", per_step=True),
     # stadv: the study's lr presets (rule fixed). With its 3 L-BFGS iterations the median SSIM on
     # the calibration set never falls below 0.996 (lr 5), and from lr ≈ 6 the steps overshoot and
-    # most images score below clean (the input is returned): ifgsm's 0.9906 / 0.9745 are out of reach
+    # most images score below clean (the input is returned): ifgsm's 0.9906 / 0.9745 (previous
+    # iqg-cnn weights) were out of reach
     "stadv": Rule("lr", "fixed"),
-    "patch-rs": Rule("eps", "psnr", 1, 10**6, "square", "psnr-fixed"),
-    "onepixel": Rule("pixel_count", "psnr", 1, 10**6, "int", "psnr-fixed"),
+    # patch-rs: on the retrained iqg-cnn keep-best returns most calibration images unchanged (all 8
+    # at 10-50 queries, 5-8 of 8 at 200), so its median PSNR is the input's; the shipped presets were
+    # checked on the raw patch instead (perturb, 10 queries; the entry's calibration note)
+    "patch-rs": Rule("eps", "psnr", 1, 10**6, "square", targets="psnr-fixed"),
+    "onepixel": Rule("pixel_count", "psnr", 1, 10**6, "int", targets="psnr-fixed"),
     "uap": Rule("amplitude", "fixed"),
     "cnn-attack": Rule("amplitude", "fixed"),
     "amifgsm": Rule("K", "fixed"),
-    "cadv": Rule("lr", "ssim_rgb", 1e-6, 0.5, "log", "ssim-rgb-fixed"),
+    # cadv: grid top 0.05, not 0.5: at lr 0.5 every calibration image scores below clean and
+    # keep-best returns it (median RGB SSIM 0.9997 on the retrained iqg-cnn); at 0.05 it is 0.56
+    "cadv": Rule("lr", "ssim_rgb", 1e-6, 0.05, "log", targets="ssim-rgb-fixed"),
 }
 
 def cost_overrides(name: str, defaults: dict[str, Any], queries: int) -> dict[str, Any]:

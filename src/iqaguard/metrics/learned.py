@@ -35,8 +35,8 @@ PATCH = 32      # CNNIQA patch side (Kang et al. 2014)
 
 # SHA-256 of the shipped weights; written by scripts/train_learned_metrics.py
 SHA256 = {
-    "iqg-cnn": "dcc3e25a7a7e9acdc0e745ad263ababbeff3abc786fe4ab9850b0728ea40c9d7",
-    "iqg-resnet": "6e71216b7e68c8d6e9fd00b8997fd599099b3bfcfc7207a5c1f8522758ce1318",
+    "iqg-cnn": "6c108e6227f8816880e901c791f748e685b807f60290c48e9ff69e692d46e393",
+    "iqg-resnet": "64e5d9bf9af4fa88e7571de324334c637e385013c4b4b4cd423e58639764d282",
 }
 
 
