@@ -81,3 +81,19 @@ def test_verify_agrees_and_tampering_is_named(submitted, tmp_path, capsys):
     assert not rep.ok and len(rep.problems) == 1
     msg = rep.problems[0]
     assert msg.startswith(f"cell {attack} × {image}: defended_attacked: bundle {hit['defended_attacked']!r}, recomputed ")
+
+
+def test_submit_skips_metrics_the_defense_cannot_protect(capsys):
+    """Adversarial training needs a metric with weights: a suite's NIQE gets no entry (said why),
+    the learned metric does; a purifier protects every metric; none left is a one-line error."""
+    from iqaguard import InputError
+    from iqaguard.leaderboard.submit import applicable_metrics
+    from iqaguard.registry import DEFENSES
+
+    assert applicable_metrics(DEFENSES.create("at-pgd"), ["niqe", "iqg-cnn", "psnr"]) == ["iqg-cnn"]
+    err = capsys.readouterr().err
+    assert "no entry for niqe: " in err and "has no trainable parameters" in err and "no entry for psnr" in err
+    assert applicable_metrics(DEFENSES.create("jpeg"), ["niqe", "iqg-cnn"]) == ["niqe", "iqg-cnn"]
+    assert applicable_metrics(DEFENSES.create("ms"), ["niqe", "psnr"]) == ["niqe", "psnr"]
+    with pytest.raises(InputError, match="protects none of the suite's metrics"):
+        applicable_metrics(DEFENSES.create("nt"), ["niqe", "brisque"])

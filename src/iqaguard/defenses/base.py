@@ -33,6 +33,11 @@ class Defense:
     def protect(self, metric: Metric) -> Metric:  # pragma: no cover
         raise NotImplementedError
 
+    def unsupported(self, metric: Metric) -> str | None:
+        """Why this defense cannot protect ``metric`` (None: it can). A suite skips such metrics
+        instead of failing them (adversarial training needs a metric with weights)."""
+        return None
+
 
 class Purifier(Defense):
     """Base class of purification defenses. Subclasses implement ``transform(x, gens)``."""

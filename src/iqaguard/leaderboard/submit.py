@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from functools import lru_cache
@@ -96,6 +97,20 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def applicable_metrics(obj, metrics: list[str]) -> list[str]:
+    """The suite's metrics this defense can protect; the others get no entry (said on stderr)."""
+    keep = []
+    for m in metrics:
+        why = obj.unsupported(METRICS.create(m))
+        if why is None:
+            keep.append(m)
+        else:
+            print(f"no entry for {m}: {why}", file=sys.stderr)
+    if not keep:
+        raise InputError(f"defense {canonical(obj)!r} protects none of the suite's metrics ({', '.join(metrics)})")
+    return keep
+
+
 def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_ENTRIES, work: str | Path | None = None,
            device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> list[Path]:
     """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths.
@@ -125,6 +140,7 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
 
     d_spec = canonical(obj)
     kw = s.run_kwargs()
+    kw["metrics"] = applicable_metrics(obj, kw["metrics"])
     t0 = time.perf_counter()
     res = run_benchmark(defenses=[d_spec], out=work, device=device, progress=progress, **kw)
     wall = time.perf_counter() - t0

@@ -157,6 +157,13 @@ class TrainedDefense(Defense):
         out.protected_by = self.training_spec()
         return out
 
+    def unsupported(self, metric: Metric) -> str | None:
+        try:
+            check_trainable(metric, f"defense {self.who!r}")
+        except InputError as exc:
+            return str(exc)
+        return None
+
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, metric: Metric, images: torch.Tensor, ref: torch.Tensor | None = None,
             truth=None) -> "TrainedDefense":
