@@ -238,8 +238,12 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
         attack_tables.append({"attack": a, "table": t})
 
     # per defense pages, each with its defense's presets plotted against each other
+    preset_plots: dict[str, dict[str, str | None]] = {}      # per defense name: rendered once, shown on each preset's page
     for d, es in by_def.items():
-        _defense_page(name, d, es, env, out, _preset_plots(es[0][1]["defense"]["name"], items))
+        dname = es[0][1]["defense"]["name"]
+        if dname not in preset_plots:
+            preset_plots[dname] = _preset_plots(dname, items)
+        _defense_page(name, d, es, env, out, preset_plots[dname])
 
     # not evaluated
     have = {e["defense"]["name"] for _, e in items}
