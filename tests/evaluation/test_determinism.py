@@ -78,6 +78,21 @@ def test_batch_size_never_changes_a_row(tmp_path):
     pd.testing.assert_frame_equal(rows[1], rows[8], check_exact=True)
 
 
+def test_a_certified_cell_does_not_depend_on_the_cells_computed_before_it(tmp_path):
+    """The EOT draws of a smoothed metric's adaptive attack restart for every cell: a cell computed
+    alone (as `iqaguard verify` recomputes a sample) equals the same cell computed after others by
+    the same smoothed metric, at any batch size. (The draws used to follow a per-object call count.)"""
+    grid = dict(metrics=["iqg-cnn"], defenses=["ms:n=32"], dataset=DATA, limit=3, eot_k=2, report=False)
+    a, b = "pgd:norm=l2,eps=0.2,steps=2", "pgd:norm=l2,eps=0.1,steps=2"
+    full = ig.benchmark(**grid, attacks=[a, b], batch_size=3, out=tmp_path / "full")
+    alone = ig.benchmark(**grid, attacks=[b], batch_size=1, out=tmp_path / "alone")
+    assert full.errors == 0 and alone.errors == 0 and alone.computed == 3
+    rows = _rows(full)
+    rows = rows[rows.attack == alone.rows.attack.iloc[0]].reset_index(drop=True)
+    assert rows.defended_attacked_adaptive.notna().all()
+    pd.testing.assert_frame_equal(rows, _rows(alone), check_exact=True)
+
+
 class ScaledMean(Metric):
     """A metric with one weight: registered again with another weight, it must not reuse cells."""
     mode, lower_better, score_range, differentiable = "NR", False, (0.0, 1.0), True

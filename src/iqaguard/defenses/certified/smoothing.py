@@ -14,8 +14,9 @@ Subclasses define the certificate: :class:`PercentileSmoothedMetric` (``ms``/``d
 Randomness. ``seeds`` is None or one int per image. With seeds, every draw for image i comes
 from its own ``torch.Generator`` seeded with ``derive_seed(seeds[i], stream)``; the streams are
 ``"estimate"`` (the n samples behind the score and the bound), ``"select"`` (the n0 samples that
-pick the class) and ``"noisy:<c>"`` for the c-th call of :meth:`noisy` (a per-object counter, so
-repeated EOT calls get fresh, reproducible draws). Noise is drawn in fixed blocks of samples, so
+pick the class) and ``"noisy:<c>"`` for the c-th call of :meth:`noisy` since ``seeds`` was last
+set (repeated EOT calls get fresh draws, and setting the seeds restarts the count, so an image's
+draws depend on its seed and the calls made for it, never on what the object served before). Noise is drawn in fixed blocks of samples, so
 the draws of an image depend on neither the batch nor the chunk size. Without seeds every draw comes
 from torch's global generator.
 """
@@ -82,9 +83,18 @@ class SmoothedMetric(Metric):
         self.sigma, self.n, self.alpha = float(sigma), int(n), float(alpha)
         self.denoiser = denoiser
         self.method = method
-        self.seeds: Sequence[int] | None = None
+        self.seeds = None
         self.forwards = 0          # base-metric forward passes (images × samples)
         self.chunk: int | None = None   # samples per base call; None: from CHUNK_VALUES
+
+    @property
+    def seeds(self) -> Sequence[int] | None:
+        return self._seeds
+
+    @seeds.setter
+    def seeds(self, value: Sequence[int] | None) -> None:
+        """Setting the seeds (even to the same values) restarts the count of :meth:`noisy` calls."""
+        self._seeds = None if value is None else list(value)
         self._noisy_calls = 0
 
     # ------------------------------------------------------------ sampling
@@ -153,8 +163,9 @@ class SmoothedMetric(Metric):
     def noisy(self, x: torch.Tensor, ref: torch.Tensor | None = None, k: int = 1) -> torch.Tensor:
         """Differentiable mean of the base (denoised) metric over k noise draws, shape (N,).
 
-        The objective the adaptive ℓ2 attack with EOT differentiates. With seeds, call c of this
-        object draws image i's noise from stream ``"noisy:c"``; without, from the global generator.
+        The objective the adaptive ℓ2 attack with EOT differentiates. With seeds, the c-th call since
+        ``seeds`` was set draws image i's noise from stream ``"noisy:c"``; without, from the global
+        generator.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be an integer >= 1, got {k!r}")
