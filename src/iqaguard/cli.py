@@ -95,8 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--device", default="cpu")
     sm.add_argument("--no-progress", action="store_true")
     vf = sub.add_parser("verify", help="recompute an entry from its evidence bundle and a sample of its cells from scratch")
-    vf.add_argument("entry", metavar="ENTRY", help="entry JSON (its bundle is next to it)")
+    vf.add_argument("entry", metavar="ENTRY", nargs="+",
+                    help="entry JSON (its bundle is next to it), or a folder of entries (searched recursively)")
     vf.add_argument("--sample", type=int, default=4, metavar="N", help="cells (attack × image) recomputed (default 4; 0 = none)")
+    vf.add_argument("--entries", type=int, default=None, metavar="K",
+                    help="recompute cells in only K of the entries, picked with --seed; every entry is still "
+                         "checked against its bundle (default: recompute in all)")
     vf.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     vf.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
                     help="per-image score tolerance as a fraction of the metric's range (default 1e-3)")
@@ -337,17 +341,26 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from .leaderboard.verify import verify
+    from .leaderboard.verify import entry_files, pick_entries, verify
 
-    rep = verify(args.entry, sample=args.sample, seed=args.seed, tolerance=args.tolerance, device=args.device,
-                 log=lambda m: print(m, file=sys.stderr, flush=True))
-    for p in rep.problems:
-        print(f"DISAGREE {p}")
-    if rep.cells:
-        print(f"recomputed {len(rep.cells)} cells ({rep.compared} scores, tolerance {args.tolerance:g}·R); "
-              f"adversarial PNGs identical: {rep.images_identical}/{rep.images_compared}")
-    print(f"{'OK' if rep.ok else 'FAILED'}: {args.entry}: {rep.checked_numbers} entry values checked against the bundle")
-    return 0 if rep.ok else 1
+    files = entry_files(args.entry)
+    deep = pick_entries(files, args.entries, args.seed)
+    if len(files) > 1:
+        print(f"verifying {len(files)} entries; cells recomputed in {len(deep)} (seed {args.seed})")
+    failed = 0
+    for f in files:
+        rep = verify(f, sample=args.sample if f in deep else 0, seed=args.seed, tolerance=args.tolerance,
+                     device=args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+        for p in rep.problems:
+            print(f"DISAGREE {p}")
+        if rep.cells:
+            print(f"recomputed {len(rep.cells)} cells ({rep.compared} scores, tolerance {args.tolerance:g}·R); "
+                  f"adversarial PNGs identical: {rep.images_identical}/{rep.images_compared}")
+        print(f"{'OK' if rep.ok else 'FAILED'}: {f}: {rep.checked_numbers} entry values checked against the bundle")
+        failed += not rep.ok
+    if len(files) > 1:
+        print(f"{'OK' if not failed else 'FAILED'}: {len(files) - failed}/{len(files)} entries verified")
+    return 0 if not failed else 1
 
 
 def _cmd_leaderboard(args) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -97,3 +99,35 @@ def test_submit_skips_metrics_the_defense_cannot_protect(capsys):
     assert applicable_metrics(DEFENSES.create("ms"), ["niqe", "psnr"]) == ["niqe", "psnr"]
     with pytest.raises(InputError, match="protects none of the suite's metrics"):
         applicable_metrics(DEFENSES.create("nt"), ["niqe", "brisque"])
+
+
+def test_verify_a_folder_recomputes_in_a_sample_of_entries(submitted, tmp_path, capsys):
+    """`make verify-entries`: every entry of a folder is checked against its bundle, cells are
+    recomputed only in the K entries the seed picks, and one tampered entry fails the whole check."""
+    board = tmp_path / "board"
+    for name in ("a", "b"):
+        (board / name).mkdir(parents=True)
+        shutil.copy(submitted, board / name)
+        shutil.copy(submitted.with_name("jpeg.evidence.zip"), board / name)
+    assert main(["verify", str(board), "--entries", "1", "--sample", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "verifying 2 entries; cells recomputed in 1 (seed 3)" in out
+    assert out.count("recomputed 1 cells") == 1 and "OK: 2/2 entries verified" in out
+
+    data = json.loads((board / "b" / "jpeg.json").read_text())
+    data["overall"]["fidelity"]["value"] = round(data["overall"]["fidelity"]["value"] - 0.05, 6)
+    write_json(board / "b" / "jpeg.json", data)
+    assert main(["verify", str(board), "--entries", "0"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED: {board / 'b' / 'jpeg.json'}" in out and "FAILED: 1/2 entries verified" in out
+
+
+@pytest.mark.parametrize("args, fragment", [(["nowhere"], "no such entry or folder: 'nowhere'"),
+                                            (["{empty}"], "no entry JSON under"),
+                                            (["{entry}", "--entries", "-1"], "--entries must be a non-negative")])
+def test_verify_refuses_bad_entry_arguments_in_one_line(args, fragment, submitted, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{empty}", str(tmp_path / "empty")).replace("{entry}", str(submitted)) for a in args]
+    r = subprocess.run([sys.executable, "-m", "iqaguard.cli", "verify", *args], capture_output=True, text=True)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr

@@ -76,6 +76,31 @@ def _compare(path: str, got: Any, want: Any, out: list[str]) -> int:
     return 1
 
 
+def entry_files(paths: list[str | Path]) -> list[Path]:
+    """The entry JSONs named by ``paths``: files as given, folders searched recursively (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("*.json"))
+            if not found:
+                raise InputError(f"no entry JSON under {str(p)!r}")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"no such entry or folder: {str(p)!r}")
+    return list(dict.fromkeys(out))
+
+
+def pick_entries(files: list[Path], k: int | None, seed: int) -> list[Path]:
+    """The entries whose cells are recomputed: all (``k`` None), else a seeded sample of ``k``."""
+    if k is None:
+        return list(files)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"--entries must be a non-negative integer, got {k!r}")
+    return random.Random(seed).sample(files, min(k, len(files)))
+
+
 def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
            device: str = "cpu", work: str | Path | None = None, log: Callable[[str], None] | None = None) -> Report:
     """Check ``entry_path`` against its bundle and a sample of recomputed cells. ``work``: folder for
