@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("defense", metavar="SPEC", help="defense spec (a registered name, plugins included)")
     sm.add_argument("--suite", default="quick", metavar="NAME|FILE", help="quick (default), standard, or a suite JSON")
     sm.add_argument("--out", default="leaderboard/entries", metavar="DIR", help="entries folder (default leaderboard/entries)")
-    sm.add_argument("--work", default=None, metavar="DIR", help="empty folder for the run (default: a new temporary one)")
+    sm.add_argument("--work", default=None, metavar="DIR", help="folder for the run, kept: empty, or an interrupted submission of the same defense and suite "
+                         "to resume (default: a new temporary one)")
     sm.add_argument("--device", default="cpu")
     sm.add_argument("--no-progress", action="store_true")
     vf = sub.add_parser("verify", help="recompute an entry from its evidence bundle and a sample of its cells from scratch")

@@ -131,3 +131,56 @@ def test_verify_refuses_bad_entry_arguments_in_one_line(args, fragment, submitte
     r = subprocess.run([sys.executable, "-m", "iqaguard.cli", "verify", *args], capture_output=True, text=True)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def _numbers(entry: Path) -> dict:
+    """An entry's results: everything but timings (seconds measured on this machine) and provenance."""
+    e = json.loads(entry.read_text())
+    for a in e["attacks"]:
+        for t in ("mean_time", "fit_seconds"):
+            a["scores"].pop(t, None)
+    return {k: e[k] for k in ("overall", "attacks", "flags", "suite", "metric", "defense")}
+
+
+def test_a_killed_submission_resumes_to_the_same_entry(submitted, tmp_path):
+    """SIGKILL once the first of the two batches is stored, then the same command again: it resumes
+    from the work folder (the stored cells are not recomputed) and writes the uninterrupted entry."""
+    import signal
+    import sqlite3
+    import time
+
+    work, out = tmp_path / "work", tmp_path / "entries"
+    cmd = [sys.executable, "-m", "iqaguard.cli", "submit", "jpeg", "--suite", str(TINY), "--out", str(out),
+           "--work", str(work), "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stored, t0 = 0, time.monotonic()
+    while p.poll() is None and stored < 2 and time.monotonic() - t0 < 300:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{work / 'iqaguard.db'}?mode=ro", uri=True) as db:
+                stored = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    assert p.poll() is None, "the submission finished before the kill: nothing to resume"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (out / "tiny").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming the submission in {work}" in r.stderr
+    resumed = out / "tiny" / "iqg-cnn" / "jpeg.json"
+    assert _numbers(resumed) == _numbers(submitted)
+    assert read_bundle(resumed.with_name("jpeg.evidence.zip")).manifest["adversarial"] == \
+        read_bundle(submitted.with_name("jpeg.evidence.zip")).manifest["adversarial"]   # same PNG hashes
+
+
+def test_submit_refuses_a_work_folder_of_another_submission(submitted, tmp_path):
+    """The fixture's work folder holds jpeg on the tiny suite: median-blur may not resume it, and a
+    non-empty folder that holds no submission is refused too — one line each."""
+    work = submitted.parents[3] / "work"
+    for folder, fragment in ((work, "holds another submission (jpeg:quality=50 on suite tiny"),
+                             (Path(__file__).parent, "holds no submission to resume")):
+        r = subprocess.run([sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(TINY),
+                            "--out", str(tmp_path / "e"), "--work", str(folder)], capture_output=True, text=True)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr

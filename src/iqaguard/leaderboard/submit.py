@@ -1,7 +1,8 @@
 """``iqaguard submit SPEC --suite NAME``: run a suite for one defense, write entries and evidence.
 
-The run goes through the engine (``run_benchmark``) in a fresh work folder, so its batches are the
-plan's own chunks and ``iqaguard verify`` can recompute any of them bit for bit. One entry and one
+The run goes through the engine (``run_benchmark``) in a work folder of its own, so its batches are
+the plan's own chunks and ``iqaguard verify`` can recompute any of them bit for bit; an interrupted
+submission is resumed from that folder. One entry and one
 bundle per metric: ``<out>/<suite>/<metric>/<defense>.json`` and ``….evidence.zip``.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .entries import FORMAT, entry_scores, records_to_rows, rows_to_records, slu
 from .suites import Suite, load_suite
 
 DEFAULT_ENTRIES = "leaderboard/entries"
+SUBMISSION_FILE = "submission.json"     # in --work: what is being submitted there (for resuming)
 META_FIELDS = ("paper", "authors", "link", "weights_licence")
 # parameters that change a network's architecture: a needs-weights defense built with other values
 # is a small test model, whose numbers must never reach the board
@@ -114,21 +116,48 @@ def applicable_metrics(obj, metrics: list[str]) -> list[str]:
 def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_ENTRIES, work: str | Path | None = None,
            device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> list[Path]:
     """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths.
-    ``work``: an empty folder for the run, kept (default: a temporary one, removed afterwards)."""
+    ``work``: the run's folder, kept: empty, or one an interrupted submission of the same defense and
+    suite left behind, which is resumed (default: a temporary one, removed afterwards)."""
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     obj = DEFENSES.create(defense)
     check_real_weights(obj)
     if work is not None:
         work = Path(work)
-        if work.exists() and any(work.iterdir()):
-            raise InputError(f"--work {str(work)!r} is not empty: a submission runs from scratch "
-                             f"(its batches must be the plan's, for verify)")
+        _claim_work(work, s, canonical(obj))
         return _submit(obj, defense, s, Path(out), work, device, progress, command)
     tmp = Path(tempfile.mkdtemp(prefix="iqaguard-submit-"))
     try:
         return _submit(obj, defense, s, Path(out), tmp, device, progress, command)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _claim_work(work: Path, s: Suite, d_spec: str) -> None:
+    """Mark ``work`` as this submission's folder, or check that it already is (a resume).
+
+    The engine resumes from its store bit for bit (per-image results do not depend on what was
+    computed before), so a resumed submission writes the same entry as an uninterrupted one."""
+    mark = work / SUBMISSION_FILE
+    want = {"suite": s.name, "suite_hash": s.hash, "defense": d_spec}
+    if work.exists() and any(work.iterdir()):
+        try:
+            have = json.loads(mark.read_text("utf-8"))
+        except (OSError, ValueError):
+            raise InputError(f"--work {str(work)!r} is not empty and holds no submission to resume "
+                             f"(no valid {SUBMISSION_FILE}): give an empty folder") from None
+        if not isinstance(have, dict) or any(have.get(k) != v for k, v in want.items()):
+            raise InputError(f"--work {str(work)!r} holds another submission ({_describe(have)}), "
+                             f"not {d_spec} on suite {s.name} {s.hash[:12]}")
+        print(f"resuming the submission in {work}", file=sys.stderr)
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(mark, want)
+
+
+def _describe(have: Any) -> str:
+    if not isinstance(have, dict):
+        return "unreadable"
+    return f"{have.get('defense')} on suite {have.get('suite')} {str(have.get('suite_hash'))[:12]}"
 
 
 def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, progress: bool,
