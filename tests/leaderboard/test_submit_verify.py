@@ -142,15 +142,16 @@ def _numbers(entry: Path) -> dict:
     return {k: e[k] for k in ("overall", "attacks", "flags", "suite", "metric", "defense")}
 
 
-def test_a_killed_submission_resumes_to_the_same_entry(submitted, tmp_path):
-    """SIGKILL once the first of the two batches is stored, then the same command again: it resumes
-    from the work folder (the stored cells are not recomputed) and writes the uninterrupted entry."""
+def test_a_killed_submission_in_a_shared_folder_resumes_to_the_fresh_entry(submitted, tmp_path):
+    """median-blur is submitted into the folder jpeg used (same suite: jpeg's transfer attacks are
+    reused), SIGKILLed once its first batch is stored, and run again: it resumes, and its entry is
+    exactly the one a fresh folder gives."""
     import signal
     import sqlite3
     import time
 
-    work, out = tmp_path / "work", tmp_path / "entries"
-    cmd = [sys.executable, "-m", "iqaguard.cli", "submit", "jpeg", "--suite", str(TINY), "--out", str(out),
+    work, out = submitted.parents[3] / "work", tmp_path / "shared"
+    cmd = [sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(TINY), "--out", str(out),
            "--work", str(work), "--no-progress"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stored, t0 = 0, time.monotonic()
@@ -158,7 +159,7 @@ def test_a_killed_submission_resumes_to_the_same_entry(submitted, tmp_path):
         time.sleep(0.2)
         try:
             with sqlite3.connect(f"file:{work / 'iqaguard.db'}?mode=ro", uri=True) as db:
-                stored = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+                stored = db.execute("SELECT COUNT(*) FROM rows WHERE defense LIKE 'median-blur%'").fetchone()[0]
         except sqlite3.Error:
             pass
     assert p.poll() is None, "the submission finished before the kill: nothing to resume"
@@ -167,20 +168,25 @@ def test_a_killed_submission_resumes_to_the_same_entry(submitted, tmp_path):
     assert not (out / "tiny").exists()
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert f"resuming the submission in {work}" in r.stderr
-    resumed = out / "tiny" / "iqg-cnn" / "jpeg.json"
-    assert _numbers(resumed) == _numbers(submitted)
-    assert read_bundle(resumed.with_name("jpeg.evidence.zip")).manifest["adversarial"] == \
-        read_bundle(submitted.with_name("jpeg.evidence.zip")).manifest["adversarial"]   # same PNG hashes
+    assert f"reusing the work folder {work}" in r.stderr
+    assert json.loads((work / "submission.json").read_text())["defenses"] == ["jpeg:quality=50", "median-blur:kernel_size=3"]
+
+    assert main(["submit", "median-blur", "--suite", str(TINY), "--out", str(tmp_path / "fresh"), "--no-progress"]) == 0
+    name = "tiny/iqg-cnn/median-blur"
+    assert _numbers(out / f"{name}.json") == _numbers(tmp_path / "fresh" / f"{name}.json")
+    assert read_bundle(out / f"{name}.evidence.zip").manifest["adversarial"] == \
+        read_bundle(tmp_path / "fresh" / f"{name}.evidence.zip").manifest["adversarial"]   # same PNG hashes
 
 
-def test_submit_refuses_a_work_folder_of_another_submission(submitted, tmp_path):
-    """The fixture's work folder holds jpeg on the tiny suite: median-blur may not resume it, and a
-    non-empty folder that holds no submission is refused too — one line each."""
+def test_submit_refuses_a_work_folder_of_another_suite(submitted, tmp_path):
+    """The fixture's work folder holds runs of the tiny suite: a suite with another seed may not use
+    it, and a non-empty folder that holds no submission is refused too, one line each."""
+    other = tmp_path / "tiny_seed1.json"
+    other.write_text(TINY.read_text().replace('"seed": 0', '"seed": 1'))
     work = submitted.parents[3] / "work"
-    for folder, fragment in ((work, "holds another submission (jpeg:quality=50 on suite tiny"),
-                             (Path(__file__).parent, "holds no submission to resume")):
-        r = subprocess.run([sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(TINY),
+    for suite, folder, fragment in ((other, work, "holds submissions on another suite (suite tiny"),
+                                    (TINY, Path(__file__).parent, "holds no submission")):
+        r = subprocess.run([sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(suite),
                             "--out", str(tmp_path / "e"), "--work", str(folder)], capture_output=True, text=True)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr

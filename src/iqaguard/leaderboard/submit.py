@@ -1,8 +1,9 @@
 """``iqaguard submit SPEC --suite NAME``: run a suite for one defense, write entries and evidence.
 
-The run goes through the engine (``run_benchmark``) in a work folder of its own, so its batches are
-the plan's own chunks and ``iqaguard verify`` can recompute any of them bit for bit; an interrupted
-submission is resumed from that folder. One entry and one
+The run goes through the engine (``run_benchmark``) in a work folder; its batches are the plan's own
+chunks, so ``iqaguard verify`` can recompute any of them bit for bit. A folder kept with ``--work``
+resumes an interrupted submission and lets later submissions on the same suite reuse the transfer
+attacks (per-image results do not depend on what the store held before). One entry and one
 bundle per metric: ``<out>/<suite>/<metric>/<defense>.json`` and ``….evidence.zip``.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .entries import FORMAT, entry_scores, records_to_rows, rows_to_records, slu
 from .suites import Suite, load_suite
 
 DEFAULT_ENTRIES = "leaderboard/entries"
-SUBMISSION_FILE = "submission.json"     # in --work: what is being submitted there (for resuming)
+SUBMISSION_FILE = "submission.json"     # in --work: the suite its runs belong to, and the defenses
 META_FIELDS = ("paper", "authors", "link", "weights_licence")
 # parameters that change a network's architecture: a needs-weights defense built with other values
 # is a small test model, whose numbers must never reach the board
@@ -116,8 +117,9 @@ def applicable_metrics(obj, metrics: list[str]) -> list[str]:
 def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_ENTRIES, work: str | Path | None = None,
            device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> list[Path]:
     """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths.
-    ``work``: the run's folder, kept: empty, or one an interrupted submission of the same defense and
-    suite left behind, which is resumed (default: a temporary one, removed afterwards)."""
+    ``work``: the run's folder, kept: empty, or one earlier submissions on the same suite used (an
+    interrupted one is resumed; another defense reuses the transfer attacks), default: a temporary
+    one, removed afterwards."""
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     obj = DEFENSES.create(defense)
     check_real_weights(obj)
@@ -133,31 +135,35 @@ def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_
 
 
 def _claim_work(work: Path, s: Suite, d_spec: str) -> None:
-    """Mark ``work`` as this submission's folder, or check that it already is (a resume).
+    """Mark ``work`` as a folder of runs of suite ``s``, or check that it already is one.
 
-    The engine resumes from its store bit for bit (per-image results do not depend on what was
-    computed before), so a resumed submission writes the same entry as an uninterrupted one."""
+    Such a folder is resumed after a crash, and shared by submissions of several defenses on the
+    same suite: their transfer attacks (the undefended metric's) are computed once, as in a grid.
+    Per-image results do not depend on what the store held before, so every entry is the one a
+    fresh folder gives (tested)."""
     mark = work / SUBMISSION_FILE
-    want = {"suite": s.name, "suite_hash": s.hash, "defense": d_spec}
+    want = {"suite": s.name, "suite_hash": s.hash}
     if work.exists() and any(work.iterdir()):
         try:
             have = json.loads(mark.read_text("utf-8"))
         except (OSError, ValueError):
-            raise InputError(f"--work {str(work)!r} is not empty and holds no submission to resume "
+            raise InputError(f"--work {str(work)!r} is not empty and holds no submission "
                              f"(no valid {SUBMISSION_FILE}): give an empty folder") from None
         if not isinstance(have, dict) or any(have.get(k) != v for k, v in want.items()):
-            raise InputError(f"--work {str(work)!r} holds another submission ({_describe(have)}), "
-                             f"not {d_spec} on suite {s.name} {s.hash[:12]}")
-        print(f"resuming the submission in {work}", file=sys.stderr)
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(mark, want)
+            raise InputError(f"--work {str(work)!r} holds submissions on another suite ({_describe(have)}), "
+                             f"not {s.name} {s.hash[:12]}")
+        print(f"reusing the work folder {work} (a resumed or further submission on suite {s.name})", file=sys.stderr)
+        defenses = [d for d in have.get("defenses", []) if isinstance(d, str)]
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        defenses = []
+    write_json(mark, {**want, "defenses": list(dict.fromkeys(defenses + [d_spec]))})
 
 
 def _describe(have: Any) -> str:
     if not isinstance(have, dict):
         return "unreadable"
-    return f"{have.get('defense')} on suite {have.get('suite')} {str(have.get('suite_hash'))[:12]}"
+    return f"suite {have.get('suite')} {str(have.get('suite_hash'))[:12]}"
 
 
 def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, progress: bool,
