@@ -157,12 +157,12 @@ SCORES: tuple[Score, ...] = (
           "how well the defense keeps the metric's ranking of clean images", "higher", study=True),
     # ---------------------------------------------------------------- certified
     Score("cert_width", S, "certificate width", _MEAN + "(cert_hi − cert_lo) / R, non-abstained rows",
-          "width of the certified score interval", "lower", C),
+          "width of the certified score interval", "lower", C, main=True),
     Score("cert_abstain_rate", S, "abstain rate", "mean of cert_abstained",
-          "share of images the smoothed metric abstains on", "lower", C),
+          "share of images the smoothed metric abstains on", "lower", C, main=True),
     Score("cert_violation", S, "certificate violations",
           "share of (row, da/dad) with ℓ2 perturbation ≤ cert_eps and the value outside [cert_lo, cert_hi]",
-          "checks the certificate on the actual attacks (should be ≈ 0)", "lower", C),
+          "checks the certificate on the actual attacks (should be ≈ 0)", "lower", C, main=True),
     # ---------------------------------------------------------------- cost
     Score("mean_time", S, "time (s)", "mean of defense_seconds", "defense time per image, seconds", "lower",
           main=True),
