@@ -62,9 +62,9 @@ $(PEERS)/.iqaguard: $(PEERS)/.peers pyproject.toml
 peers: $(PEERS)/.iqaguard
 
 test: $(VENV)/.dev browser peers
-	IQAGUARD_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q
+	IQAGUARD_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q --durations=30
 
-# The leaderboard from the committed entries, and a seeded sample of each entry recomputed.
+# The leaderboard from the committed entries.
 ENTRIES := leaderboard/entries
 board: $(VENV)/.core
 	$(BIN)/iqaguard leaderboard build --entries $(ENTRIES) --out board
