@@ -119,7 +119,7 @@ def test_needs_weights_defenses_never_show_test_model_numbers(tmp_path):
 
 
 def test_plan_image_subset_keeps_keys_and_training_split():
-    """verify re-runs one batch with make_plan(images=...): same cell and adversarial keys, same
+    """verify re-runs sampled images with make_plan(images=...): same cell and adversarial keys, same
     training split (uap is trainable), and an unknown image is a one-line error."""
     from iqaguard.evaluation.plan import make_plan
 

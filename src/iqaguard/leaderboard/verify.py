@@ -2,10 +2,11 @@
 
 1. Every number of the entry is recomputed from the bundle's per-image rows with the engine's own
    aggregation (``entries.entry_scores``); they must agree to 1e-9 (relative) — the same arithmetic.
-2. A seeded random sample of the bundle's cells (attack × image) is recomputed from scratch: the
-   suite's batch that held the image is run again through ``run_benchmark`` (same seed, same batch,
-   so the same attack draws), and the clean, attacked, defended-clean, defended-attacked and adaptive
-   scores must agree within ``tolerance`` × the metric's range R (default 1e-3·R: room for
+2. A seeded random sample of the bundle's cells (attack × image) is recomputed from scratch, each
+   image alone through ``run_benchmark(..., images=[image])``: the engine computes one image at a
+   time and derives every draw from (seed, cell, image), so a cell alone is the cell in its suite
+   run (tested in ``tests/evaluation/test_determinism.py``). The clean, attacked, defended-clean,
+   defended-attacked and adaptive scores must agree within ``tolerance`` × the metric's range R (default 1e-3·R: room for
    floating-point reordering across thread counts, far below any effect the board reports). The
    SHA-256 of each recomputed adversarial PNG is compared with the bundle's and the count reported.
 Any disagreement names the cell and both values.
@@ -148,69 +149,58 @@ def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, 
     cells = sorted({(r["attack"], r["image"]) for r in bundle.rows})
     picks = random.Random(seed).sample(cells, min(sample, len(cells)))
     rep.cells = picks
-    kw = suite.run_kwargs()
-    order = list(man["images"])
-    bs = kw["batch_size"]
-    batches: dict[tuple[str, int], list[str]] = {}
     for a, img in picks:
-        if img not in order:
+        if img not in man["images"]:
             rep.problems.append(f"cell {a} × {img}: image not in the bundle's image list")
             return rep
-        batches.setdefault((a, order.index(img) // bs), [])
     if work is not None:
-        _recompute(rep, man, suite, picks, batches, bundle, Path(work), device, tolerance, log)
+        _recompute(rep, man, suite, picks, bundle, Path(work), device, tolerance, log)
         return rep
     tmp = Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
     try:
-        _recompute(rep, man, suite, picks, batches, bundle, tmp, device, tolerance, log)
+        _recompute(rep, man, suite, picks, bundle, tmp, device, tolerance, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rep
 
 
-def _recompute(rep: Report, man, suite, picks, batches, bundle, tmp: Path, device, tolerance, log) -> None:
-    """Run each sampled cell's batch again and compare its scores and adversarial PNG hashes."""
+def _recompute(rep: Report, man, suite, picks, bundle, tmp: Path, device, tolerance, log) -> None:
+    """Run each sampled cell again, alone, and compare its scores and adversarial PNG hashes."""
     kw = suite.run_kwargs()
-    order = list(man["images"])
-    bs = kw["batch_size"]
     from ..evaluation.plan import make_plan
     from ..evaluation.runner import run_benchmark
     from ..evaluation.store import Store
 
     by_key = {(r["attack"], r["image"]): r for r in bundle.rows}
     hashes = {(h["attack"], h["image"], h["kind"]): h["sha256"] for h in man["adversarial"]}
-    kw_run = {k: v for k, v in kw.items() if k not in ("metrics", "attacks")}
-    for (a, b) in sorted(batches):
-        chunk = order[b * bs:(b + 1) * bs]
+    kw_run = {k: v for k, v in kw.items() if k not in ("metrics", "attacks", "dataset")}
+    for a, img in sorted(picks):
         if log:
-            log(f"recomputing {a} on batch {b} ({len(chunk)} images)")
-        res = run_benchmark([man["metric"]], [a], [man["defense"]], out=tmp, device=device, images=chunk,
-                            **{k: v for k, v in kw_run.items() if k != "dataset"}, dataset=kw["dataset"])
+            log(f"recomputing {a} × {img}")
+        res = run_benchmark([man["metric"]], [a], [man["defense"]], out=tmp, device=device, images=[img],
+                            dataset=kw["dataset"], **kw_run)
         new = {(r["attack"], r["image"]): r for r in res.rows.to_dict("records")}
         plan, _ = make_plan([man["metric"]], [a], [man["defense"]], kw["dataset"], kw["limit"], kw["seed"],
                             adaptive=kw["adaptive"], wrapper=kw["wrapper"], eot_k=kw["eot_k"],
-                            train_images=kw["train_images"], cert_eps=kw["cert_eps"], images=chunk)
+                            train_images=kw["train_images"], cert_eps=kw["cert_eps"], images=[img])
+        keys = {"transfer": plan.attack_key(man["metric"], a, img),
+                "adaptive": plan.adaptive_key(man["metric"], a, man["defense"], img)}
         with Store(res.store, readonly=True) as st:
-            adv = st.adversarial([plan.attack_key(man["metric"], a, i) for i in chunk]
-                                 + [plan.adaptive_key(man["metric"], a, man["defense"], i) for i in chunk])
-        for (pa, img) in picks:
-            if pa != a or img not in chunk:
-                continue
-            old, cur = by_key[(a, img)], new.get((a, img))
-            if cur is None:
-                rep.problems.append(f"cell {a} × {img}: not recomputed")
-                continue
-            r = float(old["range_hi"]) - float(old["range_lo"])
-            for col in SCORE_COLUMNS:
-                v0, v1 = old.get(col), cur.get(col)
-                v1 = None if v1 is None or (isinstance(v1, float) and math.isnan(v1)) else float(v1)
-                rep.compared += 1
-                if (v0 is None) != (v1 is None) or (v0 is not None and abs(v0 - v1) > tolerance * r):
-                    rep.problems.append(f"cell {a} × {img}: {col}: bundle {v0!r}, recomputed {v1!r} "
-                                        f"(tolerance {tolerance:g}·R = {tolerance * r:.3g})")
-            for kind, key in (("transfer", plan.attack_key(man["metric"], a, img)),
-                              ("adaptive", plan.adaptive_key(man["metric"], a, man["defense"], img))):
-                rec, want = adv.get(key), hashes.get((a, img, kind))
-                if rec is not None and want is not None:
-                    rep.images_compared += 1
-                    rep.images_identical += hashlib.sha256((tmp / rec["path"]).read_bytes()).hexdigest() == want
+            adv = st.adversarial(list(keys.values()))
+        old, cur = by_key[(a, img)], new.get((a, img))
+        if cur is None:
+            rep.problems.append(f"cell {a} × {img}: not recomputed")
+            continue
+        r = float(old["range_hi"]) - float(old["range_lo"])
+        for col in SCORE_COLUMNS:
+            v0, v1 = old.get(col), cur.get(col)
+            v1 = None if v1 is None or (isinstance(v1, float) and math.isnan(v1)) else float(v1)
+            rep.compared += 1
+            if (v0 is None) != (v1 is None) or (v0 is not None and abs(v0 - v1) > tolerance * r):
+                rep.problems.append(f"cell {a} × {img}: {col}: bundle {v0!r}, recomputed {v1!r} "
+                                    f"(tolerance {tolerance:g}·R = {tolerance * r:.3g})")
+        for kind, key in keys.items():
+            rec, want = adv.get(key), hashes.get((a, img, kind))
+            if rec is not None and want is not None:
+                rep.images_compared += 1
+                rep.images_identical += hashlib.sha256((tmp / rec["path"]).read_bytes()).hexdigest() == want
