@@ -190,3 +190,23 @@ def test_submit_refuses_a_work_folder_of_another_suite(submitted, tmp_path):
                             "--out", str(tmp_path / "e"), "--work", str(folder)], capture_output=True, text=True)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_verify_recomputes_at_the_entry_thread_count(submitted, tmp_path, monkeypatch):
+    """Another torch thread count reorders float sums and can change an adversarial PNG's bytes (seen
+    on ms_ssim × pgd: 0/1 identical at 2 threads, 1/1 at the entry's 1), so the entry records its
+    count and verify recomputes at it, then restores the caller's."""
+    import torch
+
+    e = load_entry(submitted)
+    assert e["provenance"]["threads"] == torch.get_num_threads()
+    data = json.loads(submitted.read_text())
+    data["provenance"]["threads"] = 3
+    entry = tmp_path / "jpeg.json"
+    write_json(entry, data)
+    shutil.copy(submitted.with_name("jpeg.evidence.zip"), tmp_path)
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    before = torch.get_num_threads()
+    assert verify(entry, sample=1, seed=1, work=tmp_path / "v").ok
+    assert seen == [3, before] and torch.get_num_threads() == before

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import InputError
 from ..registry import DATASETS, DEFENSES, METRICS, canonical, short_spec
@@ -70,8 +71,6 @@ def check_real_weights(obj) -> None:
 
 def dataset_hash(dataset: str, limit: int) -> str:
     """SHA-256 over the dataset spec and the 8-bit pixels (and references) of the evaluated images."""
-    import torch
-
     ds = DATASETS.create(dataset)
     h = hashlib.sha256(canonical(ds).encode())
     for it in ds.subset(limit).items:
@@ -237,7 +236,8 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
             "provenance": {"iqaguard": str(prov.get("iqaguard")), "git_sha": str(prov.get("git_sha")),
                            "torch": str(prov.get("torch")), "device": str(prov.get("device")), "seed": int(kw["seed"]),
                            "suite_hash": s.hash, "dataset": str(plan.dataset), "dataset_hash": ds_hash, "date": date,
-                           "command": cmd, "images": len(plan.image_ids), "wall_seconds": round(wall, 1)},
+                           "command": cmd, "images": len(plan.image_ids), "wall_seconds": round(wall, 1),
+                           "threads": int(prov.get("threads") or torch.get_num_threads())},
             "evidence": {"bundle": bpath.name, "sha256": _sha256(bpath), "bytes": bpath.stat().st_size},
         }
         written.append(write_json(folder / f"{slug(d_short)}.json", entry))

@@ -18,6 +18,7 @@ import math
 import random
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -153,15 +154,32 @@ def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, 
         if img not in man["images"]:
             rep.problems.append(f"cell {a} × {img}: image not in the bundle's image list")
             return rep
-    if work is not None:
-        _recompute(rep, man, suite, picks, bundle, Path(work), device, tolerance, log)
-        return rep
-    tmp = Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
-    try:
-        _recompute(rep, man, suite, picks, bundle, tmp, device, tolerance, log)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _threads(entry["provenance"].get("threads")):
+        if work is not None:
+            _recompute(rep, man, suite, picks, bundle, Path(work), device, tolerance, log)
+            return rep
+        tmp = Path(tempfile.mkdtemp(prefix="iqaguard-verify-"))
+        try:
+            _recompute(rep, man, suite, picks, bundle, tmp, device, tolerance, log)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return rep
+
+
+@contextmanager
+def _threads(n: int | None):
+    """Recompute at the entry's torch thread count: other counts reorder float sums in the kernels,
+    which can flip a gradient sign and change an adversarial PNG's bytes (scores stay within the
+    tolerance). Entries without the field run at the current count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _recompute(rep: Report, man, suite, picks, bundle, tmp: Path, device, tolerance, log) -> None:
