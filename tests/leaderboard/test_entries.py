@@ -134,3 +134,27 @@ def test_plan_image_subset_keeps_keys_and_training_split():
         assert sub.attack_key("niqe", full.attacks[0], img) == full.attack_key("niqe", full.attacks[0], img)
     with pytest.raises(InputError, match="image 'nope' is not among the 6 evaluated images"):
         make_plan(["niqe"], ["uap"], ["jpeg"], "bundled", limit=6, images=["nope"])
+
+
+def test_infinite_values_survive_the_bundle(tmp_path):
+    """An untouched image's PSNR is inf, and no-defense's quality is the lossless 3.5 only if that
+    inf reaches the entry: JSON has no infinity, so rows carry "inf"/"-inf" (not null, which made
+    no-defense's quality "not measured" on the board). Any other string in a number column is refused."""
+    import iqaguard as ig
+    from iqaguard.evaluation import scores
+    from iqaguard.leaderboard.bundle import _check_rows
+    from iqaguard.leaderboard.entries import records_to_rows, rows_to_records
+
+    res = ig.benchmark(metrics=["iqg-cnn"], attacks=["fgsm:eps=2/255"], defenses=["no-defense"],
+                       dataset="bundled:size=64", limit=2, out=tmp_path / "run", report=False)
+    assert (res.rows.q_psnr_rgb_c_dc == float("inf")).all()
+    records = json.loads(json.dumps(rows_to_records(res.rows), allow_nan=False))
+    assert {r["q_psnr_rgb_c_dc"] for r in records} == {"inf"}
+    _check_rows(records, "bundle")
+    back = records_to_rows(records)
+    assert (back.q_psnr_rgb_c_dc == float("inf")).all()
+    two = scores.two_axis(scores.worst_case(back))
+    assert two.quality.iloc[0] == 3.5 and two.quality_note.iloc[0] == "measured"
+    records[0]["clear"] = "oops"
+    with pytest.raises(InputError, match=r"rows\.json\[0\]\.clear must be a number"):
+        _check_rows(records, "bundle")

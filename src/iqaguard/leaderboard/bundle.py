@@ -25,6 +25,9 @@ MAX_TOTAL_BYTES = 100_000_000          # all members, uncompressed
 MAX_RATIO = 200                        # uncompressed / compressed, per member
 MAX_MEMBERS = 200
 MEMBER = re.compile(r"^(manifest\.json|rows\.json|strip/[A-Za-z0-9_-]{1,80}\.png)$")
+# columns that hold text; every other column holds numbers (infinities as "inf"/"-inf")
+TEXT_COLUMNS = {"cell", "run_id", "metric", "attack", "defense", "dataset", "image", "family", "truth_kind",
+                "group", "adaptive_wrapper"}
 ROW_REQUIRED = ("metric", "attack", "defense", "image", "clear", "attacked", "defended_clear", "defended_attacked",
                 "range_lo", "range_hi", "lower_better")
 
@@ -128,3 +131,5 @@ def _check_rows(rows: Any, where: str) -> None:
         for k, v in r.items():
             if v is not None and not isinstance(v, (str, int, float, bool)):
                 raise InputError(f"{where}: rows.json[{i}].{k} must be a string, number, boolean or null")
+            if isinstance(v, str) and k not in TEXT_COLUMNS and v not in ("inf", "-inf"):
+                raise InputError(f"{where}: rows.json[{i}].{k} must be a number, \"inf\", \"-inf\" or null")

@@ -21,14 +21,13 @@ from ..errors import InputError
 from ..evaluation import score_table, scores
 from ..evaluation.flags import annotate, annotate_worst, compute_flags
 from ..evaluation.rows import ROW_COLUMNS
+from .bundle import TEXT_COLUMNS
 from .schema import check
 
 FORMAT = "iqaguard-entry/1"
 MAX_ENTRY_BYTES = 2_000_000
 COST = ("defense_seconds", "defense_forwards", "fit_seconds", "attack_seconds", "grad_calls", "queries")
 OVERALL_EXTRA = ("fidelity", "quality", "quality_cost")
-TEXT_ROW_COLUMNS = {"cell", "run_id", "metric", "attack", "defense", "dataset", "image", "family", "truth_kind",
-                    "group", "adaptive_wrapper"}
 
 
 def slug(text: str) -> str:
@@ -54,24 +53,29 @@ def score(row: dict[str, Any], name: str) -> dict[str, float | None]:
 
 # -- rows <-> JSON ---------------------------------------------------------------------------
 def rows_to_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The per-image rows as JSON-safe records (floats exact; NaN as null)."""
+    """The per-image rows as JSON-safe records: floats exact, NaN as null, ±inf as "inf"/"-inf"
+    (an unchanged image's PSNR is inf, an abstained certificate's bound ±inf: both are results)."""
     cols = [c for c in ROW_COLUMNS if c in rows.columns]
-    out = []
-    for r in rows[cols].to_dict("records"):
-        out.append({k: (None if v is None or (isinstance(v, float) and not math.isfinite(v)) else
-                        (v.item() if isinstance(v, np.generic) else v)) for k, v in r.items()})
-    return out
+    return [{k: _json_value(v) for k, v in r.items()} for r in rows[cols].to_dict("records")]
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
 
 
 def records_to_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Records back to the store's row frame: numeric columns as float64, text as object."""
     df = pd.DataFrame.from_records(records)
     for c in df.columns:
-        if c in TEXT_ROW_COLUMNS:
+        if c in TEXT_COLUMNS:
             df[c] = df[c].astype(object).where(df[c].notna(), None)
         elif c == "lower_better":
             df[c] = df[c].astype(bool)
-        else:
+        else:           # "inf"/"-inf" parse to ±inf
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     return df
 
