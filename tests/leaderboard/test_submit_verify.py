@@ -174,6 +174,8 @@ def test_a_killed_submission_in_a_shared_folder_resumes_to_the_fresh_entry(submi
     assert main(["submit", "median-blur", "--suite", str(TINY), "--out", str(tmp_path / "fresh"), "--no-progress"]) == 0
     name = "tiny/iqg-cnn/median-blur"
     assert _numbers(out / f"{name}.json") == _numbers(tmp_path / "fresh" / f"{name}.json")
+    reused = [load_entry(p / f"{name}.json")["provenance"]["reused_cells"] for p in (out, tmp_path / "fresh")]
+    assert reused[0] >= stored >= 2 and reused[1] == 0
     assert read_bundle(out / f"{name}.evidence.zip").manifest["adversarial"] == \
         read_bundle(tmp_path / "fresh" / f"{name}.evidence.zip").manifest["adversarial"]   # same PNG hashes
 

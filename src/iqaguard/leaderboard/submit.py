@@ -237,7 +237,8 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
                            "torch": str(prov.get("torch")), "device": str(prov.get("device")), "seed": int(kw["seed"]),
                            "suite_hash": s.hash, "dataset": str(plan.dataset), "dataset_hash": ds_hash, "date": date,
                            "command": cmd, "images": len(plan.image_ids), "wall_seconds": round(wall, 1),
-                           "threads": int(prov.get("threads") or torch.get_num_threads())},
+                           "threads": int(prov.get("threads") or torch.get_num_threads()),
+                           "reused_cells": int(res.reused)},
             "evidence": {"bundle": bpath.name, "sha256": _sha256(bpath), "bytes": bpath.stat().st_size},
         }
         written.append(write_json(folder / f"{slug(d_short)}.json", entry))
