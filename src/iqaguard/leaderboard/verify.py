@@ -6,9 +6,10 @@
    image alone through ``run_benchmark(..., images=[image])``: the engine computes one image at a
    time and derives every draw from (seed, cell, image), so a cell alone is the cell in its suite
    run (tested in ``tests/evaluation/test_determinism.py``). The clean, attacked, defended-clean,
-   defended-attacked and adaptive scores must agree within ``tolerance`` × the metric's range R (default 1e-3·R: room for
-   floating-point reordering across thread counts, far below any effect the board reports). The
-   SHA-256 of each recomputed adversarial PNG is compared with the bundle's and the count reported.
+   defended-attacked and adaptive scores must agree within ``tolerance`` × the metric's range R
+   (default 1e-3·R: room for floating-point reordering across machines, far below any effect the
+   board reports). The SHA-256 of each recomputed adversarial PNG is compared with the bundle's
+   and the count reported.
 Any disagreement names the cell and both values.
 """
 from __future__ import annotations
