@@ -5,7 +5,7 @@ import pytest
 
 from iqaguard import InputError
 from iqaguard.evaluation.rows import ROW_COLUMNS
-from iqaguard.evaluation.store import Store
+from iqaguard.evaluation.store import APPLICATION_ID, SCHEMA_VERSION, Store
 
 
 def _row(i, **kw):
@@ -99,6 +99,22 @@ def test_store_from_landed_version_opens_and_is_upgraded(tmp_path):
         assert st.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     with Store(p) as st:                          # reopening an upgraded store is a no-op
         assert len(st.rows()) == 24
+
+
+def test_a_store_killed_before_its_schema_was_committed_is_created_anew(tmp_path):
+    """SQLite writes the file's header when WAL mode is set, before the creating transaction
+    commits; a SIGKILL in between left a 4 KB file with no tables, which the next run refused as
+    foreign (seen in CI's crash-safety test). A file with no schema at all holds nothing to lose."""
+    p = tmp_path / "iqaguard.db"
+    db = sqlite3.connect(p, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    assert p.stat().st_size > 0
+    with pytest.raises(InputError, match="no tables yet"):
+        Store(p, readonly=True)
+    with Store(p) as st:
+        assert st.version == SCHEMA_VERSION and len(st.rows()) == 0
+    assert sqlite3.connect(p).execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
 def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path):

@@ -41,18 +41,19 @@ def _sql_type(col: str) -> str:
     return "TEXT" if col in _TEXT else "REAL"
 
 
-def _inspect(path: Path) -> tuple[int, int | None]:
-    """(application_id, iqaguard schema version or None) of an existing file, read-only."""
+def _inspect(path: Path) -> tuple[int, int | None, int]:
+    """(application_id, iqaguard schema version or None, number of schema objects) of an
+    existing file, read-only."""
     uri = f"file:{path.resolve().as_posix()}?mode=ro"
     db = sqlite3.connect(uri, uri=True)
     try:
         app = db.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        objects = db.execute("SELECT type, name FROM sqlite_master").fetchall()
         version = None
-        if "meta" in tables:
+        if ("table", "meta") in objects:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-        return app, version
+        return app, version, len(objects)
     finally:
         db.close()
 
@@ -90,9 +91,16 @@ class Store:
     def _recognise(self, label: str) -> int:
         """The schema version of an existing iqaguard store; InputError (file untouched) otherwise."""
         try:
-            app, version = _inspect(self.path)
+            app, version, objects = _inspect(self.path)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"store {label!r} is not an SQLite database ({exc})") from None
+        if objects == 0 and app in (0, APPLICATION_ID):
+            # No schema at all: a run killed between SQLite writing the header (journal_mode=WAL)
+            # and the creating transaction's commit. It holds nothing, so it is created anew.
+            if self.readonly:
+                raise InputError(f"store {label!r} holds no tables yet (a run was stopped while creating "
+                                 f"it); run again to create it")
+            return SCHEMA_VERSION
         ours = app == APPLICATION_ID or (app == 0 and version == 1)
         if not ours or version is None:
             raise InputError(f"store {label!r} is an SQLite database that iqaguard did not create; "
