@@ -212,3 +212,28 @@ def test_verify_recomputes_at_the_entry_thread_count(submitted, tmp_path, monkey
     before = torch.get_num_threads()
     assert verify(entry, sample=1, seed=1, work=tmp_path / "v").ok
     assert seen == [3, before] and torch.get_num_threads() == before
+
+
+def test_submit_skips_metrics_that_cannot_score_the_defense_output(tmp_path, capsys):
+    """`resize` halves 192² images to 96²: NIQE needs ≥ 96×192 px, so every NIQE cell is refused
+    with one input error and NIQE gets no entry (said why); iqg-cnn gets its entry. Any other
+    failure still writes nothing."""
+    from iqaguard import InputError
+    from iqaguard.leaderboard.submit import metrics_with_results
+
+    suite = json.loads(TINY.read_text())
+    suite.update(name="tiny-resize", metrics=["niqe", "iqg-cnn"], dataset="bundled:size=192", limit=2,
+                 attacks=[{"spec": "fgsm:eps=2/255", "budget": "medium"}])
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    out = tmp_path / "entries"
+    assert main(["submit", "resize", "--suite", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert "no entry for niqe: niqe needs at least two 96×96 patches" in capsys.readouterr().err
+    assert sorted(p.parent.name for p in out.rglob("resize.json")) == ["iqg-cnn"]
+
+    mixed = pd.DataFrame({"metric": ["niqe:channel=yiq,patch_size=96,quantize=true"] * 2, "image": ["a", "b"],
+                          "error": ["InputError: too small", "RuntimeError: boom"]})
+    with pytest.raises(InputError, match="2 cells of niqe failed"):
+        metrics_with_results(mixed, ["niqe", "iqg-cnn"], 2, tmp_path)
+    with pytest.raises(InputError, match="could score this defense's output"):
+        metrics_with_results(mixed.iloc[:1], ["niqe"], 1, tmp_path)
