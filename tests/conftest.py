@@ -42,3 +42,20 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> No
     assert len(lines) == 1, r.stderr
     for f in fragments:
         assert f in lines[0], (f, lines[0])
+
+
+def wait_for_rows(proc: subprocess.Popen, db, where: str = "", n: int = 1, timeout: float = 300) -> int:
+    """Poll ``db`` (read-only) until it holds ``n`` rows (``where``: an SQL condition) or ``proc``
+    exits; the number seen. For tests that interrupt a run once its first cells are stored."""
+    import sqlite3
+    import time
+
+    stored, t0 = 0, time.monotonic()
+    while proc.poll() is None and stored < n and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                stored = con.execute(f"SELECT COUNT(*) FROM rows {where}").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    return stored

@@ -19,6 +19,8 @@ import time
 import pandas as pd
 import pytest
 
+from ..conftest import wait_for_rows
+
 ARGS = ["run", "-m", "iqg-cnn", "-a", "fgsm:eps=2/255", "-a", "pgd:eps=4/255,steps=3", "-d", "jpeg",
         "-d", "random-noise", "--eot-k", "2", "--data", "bundled:size=64", "--limit", "2", "--batch-size", "1",
         "--no-progress"]
@@ -93,14 +95,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
     args = [a if a != "2" or ARGS[i - 1] != "--limit" else "24" for i, a in enumerate(ARGS)]
     p = _start(out, args)
-    stored, deadline = 0, time.time() + 300
-    while p.poll() is None and stored < 1 and time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(f"file:{out / 'iqaguard.db'}?mode=ro", uri=True) as db:
-                stored = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        except sqlite3.Error:
-            pass
+    wait_for_rows(p, out / "iqaguard.db")
     assert p.poll() is None, "the 24-image run finished before its first cell was seen"
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)

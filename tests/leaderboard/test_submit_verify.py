@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ..conftest import wait_for_rows
 from iqaguard.cli import main
 from iqaguard.leaderboard.bundle import read_bundle, write_bundle
 from iqaguard.leaderboard.entries import entry_scores, load_entry, records_to_rows, write_json
@@ -147,21 +148,12 @@ def test_a_killed_submission_in_a_shared_folder_resumes_to_the_fresh_entry(submi
     reused), SIGKILLed once its first batch is stored, and run again: it resumes, and its entry is
     exactly the one a fresh folder gives."""
     import signal
-    import sqlite3
-    import time
 
     work, out = submitted.parents[3] / "work", tmp_path / "shared"
     cmd = [sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(TINY), "--out", str(out),
            "--work", str(work), "--no-progress"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stored, t0 = 0, time.monotonic()
-    while p.poll() is None and stored < 2 and time.monotonic() - t0 < 300:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(f"file:{work / 'iqaguard.db'}?mode=ro", uri=True) as db:
-                stored = db.execute("SELECT COUNT(*) FROM rows WHERE defense LIKE 'median-blur%'").fetchone()[0]
-        except sqlite3.Error:
-            pass
+    stored = wait_for_rows(p, work / "iqaguard.db", "WHERE defense LIKE 'median-blur%'", n=2)
     assert p.poll() is None, "the submission finished before the kill: nothing to resume"
     p.send_signal(signal.SIGKILL)
     p.wait()
