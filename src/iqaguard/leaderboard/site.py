@@ -247,6 +247,9 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
 
     # not evaluated
     have = {e["defense"]["name"] for _, e in items}
+    from .submit import beyond_suite
+
+    costly = beyond_suite(name)
     missing = []
     for n in registered:
         if n in have:
@@ -255,6 +258,8 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
         if n in needs:
             missing.append({"defense": n, "status": f"not evaluated: needs WEIGHTS ({needs[n]})",
                             "command": f"IQAGUARD_WEIGHTS=/folder/with/{needs[n]} {cmd}"})
+        elif n in costly:
+            missing.append({"defense": n, "status": f"not evaluated on this suite: {costly[n]}", "command": cmd})
         else:
             missing.append({"defense": n, "status": "not evaluated yet", "command": cmd})
     return {"name": name, "hash": shipped.hash if shipped else (items[0][1]["suite"]["hash"] if items else ""),

@@ -49,6 +49,12 @@ def needs_weights() -> dict[str, str]:
     return dict(method_table()["_needs_weights"])
 
 
+def beyond_suite(suite: str) -> dict[str, str]:
+    """Defense name -> why no entry on ``suite`` was computed here (its cost on this project's
+    2-core machine), for defenses that run offline but far beyond the suite's hour."""
+    return dict(method_table().get("_beyond_suite", {}).get(suite, {}))
+
+
 def defense_meta(obj) -> dict[str, str]:
     """Paper, authors, link, weights licence: the method's own attributes, else the package table."""
     table = method_table().get(obj.name, {})
