@@ -6,6 +6,7 @@ import json
 import zipfile
 
 import pytest
+import torch
 
 from iqaguard import InputError
 from iqaguard.cli import main
@@ -101,12 +102,13 @@ def test_bundles_are_validated_before_use(tmp_path, monkeypatch):
 def test_needs_weights_defenses_never_show_test_model_numbers(tmp_path):
     from iqaguard.leaderboard.site import build
     from iqaguard.leaderboard.submit import check_real_weights, needs_weights
-    from iqaguard.registry import DEFENSES
+    from iqaguard.registry import DEFENSES, METRICS
 
-    assert set(needs_weights()) == {"mprnet", "realesrgan", "diffpure", "disco", "ddrs", "densepure"}
-    for name, file in needs_weights().items():       # really not available here: creating says which file
+    assert set(needs_weights()) == {"mprnet", "realesrgan", "diffpure", "disco", "ddrs", "densepure", "at-apgd-lpips-4"}
+    for name, file in needs_weights().items():       # really not available here: creating (training) says which file
         with pytest.raises(InputError, match=file.replace(".", r"\.")):
-            DEFENSES.create(name)
+            d = DEFENSES.create(name)
+            d.fit(METRICS.create("iqg-cnn"), torch.rand(2, 3, 64, 64))   # at-apgd-lpips-4: its LPIPS-VGG labels
 
     class Small:  # what a test model looks like: another weights file
         name, params = "mprnet", {"weights": "/tmp/tiny_mprnet.pth", "n_feat": 80}

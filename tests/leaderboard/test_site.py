@@ -22,7 +22,8 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     # per-metric and per-attack tables exist, with CIs
     assert html.count("metric-table") >= 2 and html.count("attack-table") >= 2 and 'class="ci"' in html
     # weights-less defenses: not evaluated, with the command that produces the entry
-    for name, file in (("mprnet", "mprnet_denoise.pth"), ("diffpure", "256x256_diffusion_uncond.pt")):
+    for name, file in (("mprnet", "mprnet_denoise.pth"), ("diffpure", "256x256_diffusion_uncond.pt"),
+                       ("at-apgd-lpips-4", "vgg16-397923af.pth")):    # LPIPS-VGG labels need ImageNet VGG-16
         assert f"not evaluated: needs WEIGHTS ({file})" in html
         assert f"iqaguard submit {name} --suite quick" in html
     # certified defenses on `standard`: why they have no entry there, with the command all the same
