@@ -93,7 +93,8 @@ def test_sigkill_at_random_points_then_resume(reference, tmp_path):
 def test_ctrl_c_says_how_to_resume(tmp_path):
     """SIGINT once the first cell is stored, in a run long enough (24 images) to be still going."""
     out = tmp_path / "out"
-    args = [a if a != "2" or ARGS[i - 1] != "--limit" else "24" for i, a in enumerate(ARGS)]
+    args = list(ARGS)
+    args[args.index("--limit") + 1] = "24"
     p = _start(out, args)
     wait_for_rows(p, out / "iqaguard.db")
     assert p.poll() is None, "the 24-image run finished before its first cell was seen"

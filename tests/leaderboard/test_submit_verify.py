@@ -226,6 +226,6 @@ def test_submit_skips_metrics_that_cannot_score_the_defense_output(tmp_path, cap
     mixed = pd.DataFrame({"metric": ["niqe:channel=yiq,patch_size=96,quantize=true"] * 2, "image": ["a", "b"],
                           "error": ["InputError: too small", "RuntimeError: boom"]})
     with pytest.raises(InputError, match="2 cells of niqe failed"):
-        metrics_with_results(mixed, ["niqe", "iqg-cnn"], 2, tmp_path)
+        metrics_with_results(pd.DataFrame({"metric": []}), mixed, ["niqe", "iqg-cnn"], tmp_path)
     with pytest.raises(InputError, match="could score this defense's output"):
-        metrics_with_results(mixed.iloc[:1], ["niqe"], 1, tmp_path)
+        metrics_with_results(pd.DataFrame({"metric": []}), mixed.iloc[:1], ["niqe"], tmp_path)

@@ -119,17 +119,17 @@ def applicable_metrics(obj, metrics: list[str]) -> list[str]:
     return keep
 
 
-def metrics_with_results(failures: pd.DataFrame, metrics: list[str], cells: int, work: Path) -> list[str]:
+def metrics_with_results(rows: pd.DataFrame, failures: pd.DataFrame, metrics: list[str], work: Path) -> list[str]:
     """The suite's metrics that get an entry after the run. A metric none of whose cells could
-    take this defense's output (every cell refused with an input error, e.g. NIQE on the 128²
-    images ``resize`` returns) gets no entry, said on stderr; any other failure writes nothing."""
+    take this defense's output (no row, every cell refused with an input error, e.g. NIQE on the
+    128² images ``resize`` returns) gets no entry, said on stderr; any other failure writes nothing."""
     if failures is None or failures.empty:
         return metrics
     keep = []
     for m in metrics:
-        f = failures[failures["metric"] == canonical(METRICS.create(m))]
-        refused = f["error"].str.startswith("InputError: ").all()
-        if len(f) and len(f) >= cells and refused:
+        spec = canonical(METRICS.create(m))
+        f = failures[failures["metric"] == spec]
+        if len(f) and not (rows["metric"] == spec).any() and f["error"].str.startswith("InputError: ").all():
             print(f"no entry for {m}: {f['error'].iloc[0][len('InputError: '):]}", file=sys.stderr)
         elif len(f):
             raise InputError(f"{len(f)} cells of {m} failed in {work}: see its store; no entry written")
@@ -206,8 +206,7 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
     t0 = time.perf_counter()
     res = run_benchmark(defenses=[d_spec], out=work, device=device, progress=progress, **kw)
     wall = time.perf_counter() - t0
-    images = set(res.rows["image"]) | set(res.failures["image"] if len(res.failures) else [])
-    kw["metrics"] = metrics_with_results(res.failures, kw["metrics"], len(kw["attacks"]) * len(images), work)
+    kw["metrics"] = metrics_with_results(res.rows, res.failures, kw["metrics"], work)
     plan, _ = make_plan(kw["metrics"], kw["attacks"], [d_spec], kw["dataset"], kw["limit"], kw["seed"],
                         adaptive=kw["adaptive"], wrapper=kw["wrapper"], eot_k=kw["eot_k"],
                         train_images=kw["train_images"], cert_eps=kw["cert_eps"])
