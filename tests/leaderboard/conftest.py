@@ -88,9 +88,11 @@ def make_entry(root, defense: str, shift: float, suite="quick", metric="niqe", p
 
 @pytest.fixture
 def board_entries(tmp_path):
-    """Three defenses on two metrics (fidelity order: jpeg > median > hostile), one with markup in its name."""
+    """Three defenses and the no-defense baseline on two metrics (fidelity order: jpeg > median > hostile >
+    no-defense), one with markup in its name."""
     root = tmp_path / "entries"
     for metric in ("niqe", "iqg-cnn"):
+        make_entry(root, "no-defense", 0.3, metric=metric)
         make_entry(root, "jpeg:quality=50", 0.02, metric=metric, paper="JPEG paper")
         make_entry(root, "median-blur", 0.08, metric=metric, paper="Median paper")
         make_entry(root, HOSTILE, 0.2, metric=metric, paper=HOSTILE_PAPER, name=HOSTILE,

@@ -57,15 +57,15 @@ def test_board_in_browser(board_entries, tmp_path, driver):
         return [r.find_elements(By.TAG_NAME, "td")[0].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
     before = first_column()
-    assert before == ["jpeg:quality=50", "median-blur", "<script>alert(1)</script>"]   # rank 1 first; markup as text
+    assert before == ["jpeg:quality=50", "median-blur", "<script>alert(1)</script>", "no-defense"]   # markup as text
     headers = table.find_elements(By.CSS_SELECTOR, "thead th")
-    col = next(i for i, h in enumerate(headers) if h.text.startswith("mean fidelity"))
+    col = next(i for i, h in enumerate(headers) if h.text.startswith("fidelity gain"))
     headers[col].click()                                      # ascending: the worst defense first
     after = first_column()
     assert after == before[::-1]
     vals = [float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-sort"))
             for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
-    assert vals == sorted(vals) and len(set(vals)) == 3
+    assert vals == sorted(vals) and len(set(vals)) == 4
     assert len(driver.find_elements(By.TAG_NAME, "script")) == 1       # no injected script element
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == [], severe

@@ -13,11 +13,20 @@ def _overview_order(html: str) -> list[str]:
     return re.findall(r'<tr>\s*<td class="key" data-sort="([^"]*)"', table)
 
 
+def _overview_column(html: str, header: str) -> list[float]:
+    table = html.split('class="sortable overview-table', 1)[1].split("</table>", 1)[0]
+    col = [h.strip() for h in re.findall(r"<th\b[^>]*>([^<]*)", table)].index(header)
+    rows = table.split("<tbody>", 1)[1].split("</tr>")[:-1]
+    return [float(re.findall(r'data-sort="([^"]*)"', r)[col]) for r in rows]
+
+
 def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     index = build(board_entries, tmp_path / "site")
     html = index.read_text()
-    # ranked by mean fidelity (synthetic shifts 0.02 < 0.08 < 0.2 → jpeg first), the formula stated
-    assert _overview_order(html)[:3] == ["jpeg:quality=50", "median-blur", "&lt;script&gt;alert(1)&lt;/script&gt;"]
+    # ranked by fidelity gain over no-defense (synthetic shifts 0.02 < 0.08 < 0.2 < 0.3), the formula stated
+    assert _overview_order(html) == ["jpeg:quality=50", "median-blur", "&lt;script&gt;alert(1)&lt;/script&gt;",
+                                     "no-defense"]
+    assert "no-defense has no entry on" not in html
     assert RANK_FORMULA.split(":")[0] in html and "adaptive worst case first" in html
     # per-metric and per-attack tables exist, with CIs
     assert html.count("metric-table") >= 2 and html.count("attack-table") >= 2 and 'class="ci"' in html
@@ -31,7 +40,7 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     assert "iqaguard submit drs --suite standard" in html and "iqaguard submit drs --suite quick" in html
     # markup from entries is text: no injected tag, only the page's own sorter script
     pages = [index] + sorted((tmp_path / "site").glob("defense-*.html"))
-    assert len(pages) == 4                            # the overview + one page per defense
+    assert len(pages) == 5                            # the overview + one page per defense
     for p in pages:
         text = p.read_text()
         assert HOSTILE not in text and "<img src=x" not in text and 'onerror="alert' not in text
@@ -48,6 +57,23 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
     assert jpeg.count("data:image/png;base64,") == 8     # 2 metrics × (3 strip panels + 1 presets plot)
     assert jpeg.count('class="plot presets-plot"') == 2
     assert "https://example.org/paper" in jpeg and "provenance" in jpeg
+
+
+def test_defenses_covering_different_metrics_rank_on_their_gain_over_no_defense(tmp_path):
+    """A defense with an entry only on a metric the attacks hit hard is not ranked below no-defense for lack of
+    the easy metrics (mean fidelity over covered metrics would put it there: 0.55 < 0.61 < 0.63)."""
+    root = tmp_path / "entries"
+    for metric, base, wide in (("niqe", 0.5, 0.48), ("iqg-cnn", 0.02, 0.015)):
+        make_entry(root, "no-defense", base, metric=metric)
+        make_entry(root, "wide", wide, metric=metric)
+    make_entry(root, "narrow", 0.3, metric="niqe")
+    make_entry(root, "narrow", 0.3, metric="brisque")      # no baseline there: left out of its gain, and said so
+    html = build(root, tmp_path / "site").read_text()
+    assert _overview_order(html) == ["narrow", "wide", "no-defense"]
+    gain, mean = _overview_column(html, "fidelity gain"), _overview_column(html, "mean fidelity")
+    assert gain[0] > gain[1] > gain[2] == 0.0            # no-defense is the zero of the gain
+    assert mean[0] < mean[2] < mean[1]                    # the order the old mean-fidelity rank gave
+    assert "no-defense has no entry on brisque" in html and "iqaguard submit no-defense --suite quick" in html
 
 
 def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):

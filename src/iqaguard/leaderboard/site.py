@@ -27,11 +27,23 @@ from .suites import SUITES, load_suite
 
 RANK_FORMULA = ("Defenses are ranked on two axes, adaptive worst case first: (1) score fidelity = 1 − clip(score_error, 0, 1), "
                 "where score_error = mean over images of the worst, over every attack of the suite and over the transfer "
-                "and adaptive (BPDA/EOT/direct) attacked images, of |c − dc|/R + max(s·(d − dc)/R, 0); the overview uses "
-                "the mean of that fidelity over the suite's metrics; (2) ties are broken by quality preservation = "
+                "and adaptive (BPDA/EOT/direct) attacked images, of |c − dc|/R + max(s·(d − dc)/R, 0); the overview ranks "
+                "by fidelity gain = the mean, over the metrics a defense has an entry for, of its fidelity minus "
+                "no-defense's fidelity on the same metric, so that defenses which cover different metrics (a trained "
+                "defense needs a differentiable metric; a resizing one cannot feed NIQE) compare on what they add, not "
+                "on which metrics they cover; (2) ties are broken by quality preservation = "
                 "RGB SSIM(c, dc) + min(PSNR, 100)/40 averaged over metrics (3.5 = lossless; training and certified "
                 "defenses leave the image untouched). Pareto = no other defense is at least as good on both and "
                 "better on one.")
+BASELINE = "no-defense"     # the defense every other is measured against in the overview
+OVERVIEW_HEADERS = {          # the board's own columns: (meaning, better direction)
+    "rank": ("order by fidelity gain, then mean quality (1 = best)", "lower"),
+    "fidelity gain": ("mean over the defense's metrics of its fidelity minus no-defense's on that metric", "higher"),
+    "mean fidelity": ("mean fidelity over the defense's own metrics; not comparable between defenses that cover "
+                      "different metrics", "higher"),
+    "mean quality": ("mean quality preservation over the defense's metrics (3.5 = lossless)", "higher"),
+    "pareto": ("no other defense has fidelity gain ≥ and mean quality ≥, one strictly", None),
+}
 OVERALL_COLUMNS = ["fidelity", "score_error", "bias", "movement_worst", "movement_transfer_worst",
                    "movement_adaptive_worst", "quality", "quality_cost", "n_adaptive", "unreliable_cells", "n"]
 COST_COLUMNS = {"defense_seconds": "defense seconds / image", "defense_forwards": "metric forwards / score",
@@ -163,42 +175,18 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
     for p, e in items:
         by_def.setdefault(e["defense"]["short"], []).append((p, e))
 
-    # overview: one row per defense
-    rows, links = [], []
-    for d, es in by_def.items():
-        row: dict[str, Any] = {"defense": d, "family": es[0][1]["defense"]["family"]}
-        fid, qual = [], []
-        for _, e in es:
-            f = e["overall"]["fidelity"]
-            row[f"fidelity [{e['metric']['short']}]"] = np.nan if f["value"] is None else f["value"]
-            row[f"fidelity [{e['metric']['short']}]_lo"] = np.nan if f["lo"] is None else f["lo"]
-            row[f"fidelity [{e['metric']['short']}]_hi"] = np.nan if f["hi"] is None else f["hi"]
-            if f["value"] is not None:
-                fid.append(f["value"])
-            q = e["overall"]["quality"]["value"]
-            if q is not None:
-                qual.append(q)
-        row["mean fidelity"] = float(np.mean(fid)) if fid else np.nan
-        row["mean quality"] = float(np.mean(qual)) if qual else np.nan
-        row["metrics"] = f"{len(es)}/{len(metrics)}"
-        row["unreliable cells"] = sum(int(e["overall"].get("unreliable_cells", {}).get("value") or 0) for _, e in es)
-        row["flag count"] = sum(len(e["flags"]) for _, e in es)
-        rows.append(row)
-    ov = pd.DataFrame(rows)
-    overview = None
-    plots = []
-    if len(ov):
-        f = ov["mean fidelity"].to_numpy(float)
-        q = ov["mean quality"].to_numpy(float)
-        from ..evaluation.scores import _pareto
-
-        ov["pareto"] = _pareto(f, q)
-        ov = ov.sort_values(["mean fidelity", "mean quality"], ascending=[False, False], na_position="last")
-        ov["rank"] = np.arange(1, len(ov) + 1)
-        ov = ov.reset_index(drop=True)
+    # overview: one row per defense, ranked on its fidelity gain over no-defense
+    overview, plots, no_baseline = None, [], []
+    if by_def:
+        ov, no_baseline = _overview_rows(by_def, metrics)
         fid_cols = [c for m in metrics for c in [f"fidelity [{m}]"] if c in ov.columns]
-        cols = ["rank", "mean fidelity", "mean quality"] + fid_cols + ["pareto", "unreliable cells", "flag count"]
+        cols = ["rank", "fidelity gain", "mean fidelity", "mean quality"] + fid_cols + ["pareto", "unreliable cells",
+                                                                                        "flag count"]
         overview = _table(ov, ["defense", "metrics"], cols)
+        for h in overview["headers"]:
+            if h["col"] in OVERVIEW_HEADERS:
+                h["desc"], h["better"] = OVERVIEW_HEADERS[h["col"]]
+                h["arrow"] = {"lower": "↓", "higher": "↑"}.get(h["better"] or "", "")
         for r, d in zip(overview["rows"], ov["defense"]):
             r["links"] = [_page_name(name, d), None]
         for m in metrics:
@@ -265,8 +253,40 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
     return {"name": name, "hash": shipped.hash if shipped else (items[0][1]["suite"]["hash"] if items else ""),
             "description": shipped.data["description"] if shipped else "",
             "sizing": shipped.data.get("sizing", "") if shipped else "",
-            "overview": overview, "plots": plots, "per_metric": per_metric, "per_attack": attack_tables,
+            "overview": overview, "no_baseline": no_baseline, "plots": plots, "per_metric": per_metric, "per_attack": attack_tables,
             "missing": missing, "stale": [str(p) for p, _ in stale], "n": len(items)}
+
+
+def _overview_rows(by_def: dict[str, list[tuple[Path, dict]]], metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per defense: per-metric fidelity with CI, the gain over no-defense, quality, flags; sorted, ranked.
+    Also the metrics on which no-defense has no entry (they cannot count toward any gain)."""
+    def value(v):
+        return np.nan if v is None else v
+
+    base = {e["metric"]["short"]: value(e["overall"]["fidelity"]["value"]) for _, e in by_def.get(BASELINE, [])}
+    rows = []
+    for d, es in by_def.items():
+        row: dict[str, Any] = {"defense": d, "family": es[0][1]["defense"]["family"], "metrics": f"{len(es)}/{len(metrics)}"}
+        fid, gain, qual = [], [], []
+        for _, e in es:
+            m, f = e["metric"]["short"], e["overall"]["fidelity"]
+            for k in ("value", "lo", "hi"):
+                row[f"fidelity [{m}]" + ("" if k == "value" else f"_{k}")] = value(f[k])
+            fid.append(value(f["value"]))
+            gain.append(value(f["value"]) - base.get(m, np.nan))
+            qual.append(value(e["overall"]["quality"]["value"]))
+        row["fidelity gain"], row["mean fidelity"], row["mean quality"] = (
+            float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for v in map(np.array, (gain, fid, qual)))
+        row["unreliable cells"] = sum(int(e["overall"].get("unreliable_cells", {}).get("value") or 0) for _, e in es)
+        row["flag count"] = sum(len(e["flags"]) for _, e in es)
+        rows.append(row)
+    from ..evaluation.scores import _pareto
+
+    ov = pd.DataFrame(rows)
+    ov["pareto"] = _pareto(ov["fidelity gain"].to_numpy(float), ov["mean quality"].to_numpy(float))
+    ov = ov.sort_values(["fidelity gain", "mean quality"], ascending=[False, False], na_position="last")
+    ov["rank"] = np.arange(1, len(ov) + 1)
+    return ov.reset_index(drop=True), [m for m in metrics if m not in base]
 
 
 def _front_plot(title: str, es: list[dict]) -> str | None:
