@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="leaderboard/entries", metavar="DIR", help="entries folder (default leaderboard/entries)")
     sm.add_argument("--work", default=None, metavar="DIR", help="folder for the run, kept: empty, or an interrupted submission of the same defense and suite "
                          "to resume (default: a new temporary one)")
+    sm.add_argument("--metrics", default=None, metavar="M[,M...]",
+                    help="only these of the suite's metrics (default all); splits a costly defense into jobs")
     sm.add_argument("--device", default="cpu")
     sm.add_argument("--no-progress", action="store_true")
     vf = sub.add_parser("verify", help="recompute an entry from its evidence bundle and a sample of its cells from scratch")
@@ -333,9 +335,11 @@ def _cmd_submit(args) -> int:
     from .leaderboard.submit import submit
 
     cmd = ["iqaguard", "submit", args.defense, "--suite", args.suite, "--out", args.out] \
-        + (["--device", args.device] if args.device != "cpu" else [])
+        + (["--device", args.device] if args.device != "cpu" else []) \
+        + (["--metrics", args.metrics] if args.metrics else [])
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     paths = submit(args.defense, args.suite, args.out, args.work, args.device, progress=not args.no_progress,
-                   command=cmd)
+                   command=cmd, metrics=metrics)
     for p in paths:
         print(f"entry {p}")
     return 0

@@ -229,3 +229,23 @@ def test_submit_skips_metrics_that_cannot_score_the_defense_output(tmp_path, cap
         metrics_with_results(pd.DataFrame({"metric": []}), mixed, ["niqe", "iqg-cnn"], tmp_path)
     with pytest.raises(InputError, match="could score this defense's output"):
         metrics_with_results(pd.DataFrame({"metric": []}), mixed.iloc[:1], ["niqe"], tmp_path)
+
+
+def test_submit_of_some_metrics_gives_their_entries_as_the_whole_suite_does(submitted, tmp_path, capsys):
+    """``--metrics`` runs a subset of the suite's metrics (to split a costly defense into jobs): the
+    entry of iqg-cnn from a two-metric suite run with ``--metrics iqg-cnn`` has the numbers of the
+    one-metric suite's entry; the other metric gets none; a metric outside the suite is refused."""
+    data = json.loads(TINY.read_text())
+    data["metrics"] = ["iqg-cnn", "psnr"]
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(data))
+    out = tmp_path / "entries"
+    assert main(["submit", "jpeg", "--suite", str(two), "--out", str(out), "--metrics", "iqg-cnn",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "tiny").iterdir()) == ["iqg-cnn"]
+    got, want = _numbers(out / "tiny" / "iqg-cnn" / "jpeg.json"), _numbers(submitted)
+    got.pop("suite"), want.pop("suite")                  # the suites differ in their metric list (and hash)
+    assert got == want
+    assert load_entry(out / "tiny" / "iqg-cnn" / "jpeg.json")["provenance"]["command"][-2:] == ["--metrics", "iqg-cnn"]
+    assert main(["submit", "jpeg", "--suite", str(two), "--metrics", "niqe", "--no-progress"]) == 2
+    assert "metric 'niqe' is not in suite tiny (its metrics: iqg-cnn, psnr)" in capsys.readouterr().err

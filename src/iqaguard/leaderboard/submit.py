@@ -142,23 +142,41 @@ def metrics_with_results(rows: pd.DataFrame, failures: pd.DataFrame, metrics: li
 
 
 def submit(defense: str, suite: str | Path = "quick", out: str | Path = DEFAULT_ENTRIES, work: str | Path | None = None,
-           device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> list[Path]:
+           device: str = "cpu", progress: bool = False, command: list[str] | None = None,
+           metrics: list[str] | None = None) -> list[Path]:
     """Run ``suite`` for ``defense``; write one entry + bundle per metric; return the entry paths.
     ``work``: the run's folder, kept: empty, or one earlier submissions on the same suite used (an
     interrupted one is resumed; another defense reuses the transfer attacks), default: a temporary
-    one, removed afterwards."""
+    one, removed afterwards. ``metrics``: only these of the suite's metrics (an entry is per metric,
+    and its cells do not depend on the others, so a costly defense can be split into jobs)."""
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     obj = DEFENSES.create(defense)
     check_real_weights(obj)
+    only = suite_metrics(s, metrics)
     if work is not None:
         work = Path(work)
         _claim_work(work, s, canonical(obj))
-        return _submit(obj, defense, s, Path(out), work, device, progress, command)
+        return _submit(obj, defense, s, Path(out), work, device, progress, command, only)
     tmp = Path(tempfile.mkdtemp(prefix="iqaguard-submit-"))
     try:
-        return _submit(obj, defense, s, Path(out), tmp, device, progress, command)
+        return _submit(obj, defense, s, Path(out), tmp, device, progress, command, only)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def suite_metrics(s: Suite, metrics: list[str] | None) -> list[str]:
+    """The suite's metric specs to run: all, or those named (by any spec of the same metric)."""
+    have = list(s.run_kwargs()["metrics"])
+    if not metrics:
+        return have
+    by_canon = {canonical(METRICS.create(m)): m for m in have}
+    picked = []
+    for m in metrics:
+        c = canonical(METRICS.create(m))
+        if c not in by_canon:
+            raise InputError(f"metric {m!r} is not in suite {s.name} (its metrics: {', '.join(have)})")
+        picked.append(by_canon[c])
+    return list(dict.fromkeys(picked))
 
 
 def _claim_work(work: Path, s: Suite, d_spec: str) -> None:
@@ -194,7 +212,7 @@ def _describe(have: Any) -> str:
 
 
 def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, progress: bool,
-            command: list[str] | None) -> list[Path]:
+            command: list[str] | None, metrics: list[str]) -> list[Path]:
     from ..evaluation.outputs import collect
     from ..evaluation.plan import make_plan
     from ..evaluation.runner import run_benchmark
@@ -202,7 +220,7 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
 
     d_spec = canonical(obj)
     kw = s.run_kwargs()
-    kw["metrics"] = applicable_metrics(obj, kw["metrics"])
+    kw["metrics"] = applicable_metrics(obj, metrics)
     t0 = time.perf_counter()
     res = run_benchmark(defenses=[d_spec], out=work, device=device, progress=progress, **kw)
     wall = time.perf_counter() - t0
