@@ -76,6 +76,20 @@ def test_defenses_covering_different_metrics_rank_on_their_gain_over_no_defense(
     assert "no-defense has no entry on brisque" in html and "iqaguard submit no-defense --suite quick" in html
 
 
+def test_a_costly_defense_with_entries_on_some_metrics_lists_the_others(tmp_path):
+    """A certified defense submitted with --metrics psnr on `standard`: on the board with that entry,
+    and listed for the other six metrics with its cost and the command that adds them."""
+    root = tmp_path / "entries"
+    make_entry(root, "ms", 0.01, suite="standard", metric="psnr", family="certified", name="ms")
+    html = build(root, tmp_path / "site").read_text()
+    section = html.split('id="suite-standard"', 1)[1]
+    assert _overview_order(section) == ["ms"]
+    rest = ["niqe", "brisque", "iqg-cnn", "iqg-resnet", "ssim", "ms_ssim"]
+    assert f"not evaluated on {', '.join(rest)}: at the study&#39;s n = 1000" in section
+    assert f"iqaguard submit ms --suite standard --metrics {','.join(rest)}" in section
+    assert "not evaluated on this suite: at the study&#39;s n = 1000" in section     # rs: no entry at all
+
+
 def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):
     import json
 

@@ -233,16 +233,22 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
             preset_plots[dname] = _preset_plots(dname, items)
         _defense_page(name, d, es, env, out, preset_plots[dname])
 
-    # not evaluated
-    have = {e["defense"]["name"] for _, e in items}
+    # not evaluated: defenses without an entry, and costly ones on the metrics they have none for
+    covered: dict[str, set[str]] = {}
+    for _, e in items:
+        covered.setdefault(e["defense"]["name"], set()).add(e["metric"]["short"])
     from .submit import beyond_suite
 
     costly = beyond_suite(name)
     missing = []
     for n in registered:
-        if n in have:
-            continue
         cmd = f"iqaguard submit {n} --suite {name}"
+        if n in covered:
+            rest = [m for m in metrics if m not in covered[n]]
+            if n in costly and rest:
+                missing.append({"defense": n, "status": f"not evaluated on {', '.join(rest)}: {costly[n]}",
+                                "command": f"{cmd} --metrics {','.join(rest)}"})
+            continue
         if n in needs:
             missing.append({"defense": n, "status": f"not evaluated: needs WEIGHTS ({needs[n]})",
                             "command": f"IQAGUARD_WEIGHTS=/folder/with/{needs[n]} {cmd}"})
