@@ -36,7 +36,7 @@ def test_board_ranks_escapes_and_lists_missing(board_entries, tmp_path):
         assert f"not evaluated: needs WEIGHTS ({file})" in html
         assert f"iqaguard submit {name} --suite quick" in html
     # certified defenses on `standard`: why they have no entry there, with the command all the same
-    assert "not evaluated on this suite: at the study&#39;s n = 1000" in html and "230 CPU-hours" in html
+    assert "not evaluated on this suite: at the study&#39;s n = 1000" in html and "175 CPU-hours" in html
     assert "iqaguard submit drs --suite standard" in html and "iqaguard submit drs --suite quick" in html
     # markup from entries is text: no injected tag, only the page's own sorter script
     pages = [index] + sorted((tmp_path / "site").glob("defense-*.html"))
