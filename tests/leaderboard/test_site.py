@@ -87,7 +87,7 @@ def test_a_costly_defense_with_entries_on_some_metrics_lists_the_others(tmp_path
     rest = ["niqe", "brisque", "iqg-cnn", "iqg-resnet", "ssim", "ms_ssim"]
     assert f"not evaluated on {', '.join(rest)}: at the study&#39;s n = 1000" in section
     assert f"iqaguard submit ms --suite standard --metrics {','.join(rest)}" in section
-    assert "not evaluated on this suite: at the study&#39;s n = 1000" in section     # rs: no entry at all
+    assert "not evaluated on this suite: as ms (1050 metric passes" in section     # rs: no entry at all
 
 
 def test_entries_of_another_suite_version_are_left_out(board_entries, tmp_path):
