@@ -233,7 +233,18 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
             preset_plots[dname] = _preset_plots(dname, items)
         _defense_page(name, d, es, env, out, preset_plots[dname])
 
-    # not evaluated: defenses without an entry, and costly ones on the metrics they have none for
+    missing = _not_on_board(name, items, registered, needs, metrics)
+    return {"name": name, "hash": shipped.hash if shipped else (items[0][1]["suite"]["hash"] if items else ""),
+            "description": shipped.data["description"] if shipped else "",
+            "sizing": shipped.data.get("sizing", "") if shipped else "",
+            "overview": overview, "no_baseline": no_baseline, "plots": plots, "per_metric": per_metric, "per_attack": attack_tables,
+            "missing": missing, "stale": [str(p) for p, _ in stale], "n": len(items)}
+
+
+def _not_on_board(name: str, items: list[tuple[Path, dict]], registered: list[str], needs: dict[str, str],
+                  metrics: list[str]) -> list[dict[str, str]]:
+    """Registered defenses without an entry, and costly ones on the metrics they have none for:
+    why, and the command that produces the entry."""
     covered: dict[str, set[str]] = {}
     for _, e in items:
         covered.setdefault(e["defense"]["name"], set()).add(e["metric"]["short"])
@@ -248,19 +259,14 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
             if n in costly and rest:
                 missing.append({"defense": n, "status": f"not evaluated on {', '.join(rest)}: {costly[n]}",
                                 "command": f"{cmd} --metrics {','.join(rest)}"})
-            continue
-        if n in needs:
+        elif n in needs:
             missing.append({"defense": n, "status": f"not evaluated: needs WEIGHTS ({needs[n]})",
                             "command": f"IQAGUARD_WEIGHTS=/folder/with/{needs[n]} {cmd}"})
         elif n in costly:
             missing.append({"defense": n, "status": f"not evaluated on this suite: {costly[n]}", "command": cmd})
         else:
             missing.append({"defense": n, "status": "not evaluated yet", "command": cmd})
-    return {"name": name, "hash": shipped.hash if shipped else (items[0][1]["suite"]["hash"] if items else ""),
-            "description": shipped.data["description"] if shipped else "",
-            "sizing": shipped.data.get("sizing", "") if shipped else "",
-            "overview": overview, "no_baseline": no_baseline, "plots": plots, "per_metric": per_metric, "per_attack": attack_tables,
-            "missing": missing, "stale": [str(p) for p, _ in stale], "n": len(items)}
+    return missing
 
 
 def _overview_rows(by_def: dict[str, list[tuple[Path, dict]]], metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
