@@ -19,7 +19,7 @@ from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
 from ..errors import InputError
 from ..evaluation import score_table
-from ..report.html import NAN_TEXT, _png_b64, _table, _tradeoff_plot, format_number
+from ..report.html import NAN_TEXT, _header, _png_b64, _table, _tradeoff_plot, format_number
 from ..spec import parse_spec
 from .bundle import read_bundle
 from .entries import load_entries, slug
@@ -183,10 +183,8 @@ def _suite_section(name: str, items: list[tuple[Path, dict]], registered: list[s
         cols = ["rank", "fidelity gain", "mean fidelity", "mean quality"] + fid_cols + ["pareto", "unreliable cells",
                                                                                         "flag count"]
         overview = _table(ov, ["defense", "metrics"], cols)
-        for h in overview["headers"]:
-            if h["col"] in OVERVIEW_HEADERS:
-                h["desc"], h["better"] = OVERVIEW_HEADERS[h["col"]]
-                h["arrow"] = {"lower": "↓", "higher": "↑"}.get(h["better"] or "", "")
+        overview["headers"] = [_header(h["col"], (h["label"], *OVERVIEW_HEADERS[h["col"]]))
+                               if h["col"] in OVERVIEW_HEADERS else h for h in overview["headers"]]
         for r, d in zip(overview["rows"], ov["defense"]):
             r["links"] = [_page_name(name, d), None]
         for m in metrics:

@@ -139,8 +139,9 @@ def _split_summary(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     return main, extra
 
 
-def _header(col: str) -> dict:
-    label, desc, better = _legend_entry(col) or (col, "", None)
+def _header(col: str, entry: tuple[str, str, str | None] | None = None) -> dict:
+    """A column header; ``entry`` = (label, meaning, better) for columns outside the score legend."""
+    label, desc, better = entry or _legend_entry(col) or (col, "", None)
     arrow = {"lower": "↓", "higher": "↑"}.get(better or "", "")
     return {"col": col, "label": label, "desc": desc, "better": better, "arrow": arrow}
 
