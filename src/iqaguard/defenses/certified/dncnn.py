@@ -17,7 +17,7 @@ from ...errors import InputError
 from ..purification._learned import freeze, load_strict
 
 SHIPPED = "dncnn_sigma0.12.safetensors"
-SHIPPED_SHA256 = "5b7bc1c88e50a8bb4798cfbb2a851bcab475c35ebbeef748df7c193c384f4e80"
+SHIPPED_SHA256 = "2d76b288e8636ac28a4062647169ab79f809f661eafa578b6c014bcc9c34288a"
 SHIPPED_SIGMA = 0.12
 SHIPPED_CHANNELS = 24
 _META_CHANNELS = "iqaguard_dncnn_channels"
