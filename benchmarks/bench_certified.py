@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--defenses", default="ms,rs")
     p.add_argument("--out", default="", help="keep each run's store under OUT/<metric>-<size>-<defense> and resume "
                                              "from it (default: a temporary folder per run)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per task; the store saves a task's cells when it ends, so smaller batches lose "
+                        "less of a stopped run (per-image results do not depend on it)")
     args = p.parse_args(argv)
     print(f"{'metric':12s} {'defense':8s} {'images':>6s} {'violations':>10s} {'abstain':>8s} {'width/R':>8s} "
           f"{'fwd/score':>9s} {'s/score':>8s} {'wall s':>7s}")
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
                 out = Path(args.out) / f"{metric}-{size}-{d}" if args.out else tmp
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],
                                  dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=4,
-                                 out=out, report=False)
+                                 out=out, report=False, batch_size=args.batch_size)
             rows = r.rows
             ok = (rows.cert_abstained == 0) & (rows.l2_c_a <= 0.25) & (rows.l2_c_ad <= 0.25)
             viol = 0
