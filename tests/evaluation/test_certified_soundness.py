@@ -38,13 +38,16 @@ def test_no_certified_interval_is_violated(run):
     s = run.summary
     assert (s.cert_violation.fillna(0) * s.n <= 1).all()
     # the adaptive attack does move the smoothed score (else the check would be vacuous), by a
-    # real share of what the certificate allows: mean |shift| ≥ 0.1 × the mean certified half-width
-    # (measured on the shipped iqg-cnn: 0.48 score units = 0.17 of the half-width 2.64; the transfer
-    # attack moves it 0.35). In score units this was > 0.5 on the previous weights; a threshold in
-    # units of the certificate does not depend on the metric's scale.
+    # real share of what the certificate allows: every adaptive result is kept (its keep-best check
+    # compares under common noise; with fresh draws it returned the clean image for 8 of the 20 ms
+    # images and 3 of the rs ones) and mean |shift| ≥ 0.2 × the mean certified half-width (measured
+    # on the shipped iqg-cnn: 0.597 score units = 0.23 of the half-width 2.64; 0.434 = 0.16 with
+    # fresh draws; the transfer attack moves it 0.347). A threshold in units of the certificate
+    # does not depend on the metric's scale.
     ms = rows[rows.defense.str.startswith("ms")]
+    assert (rows.l2_c_ad > 0).all()
     shift = (ms.defended_attacked_adaptive - ms.defended_clear).abs().mean()
-    assert shift >= 0.1 * ((ms.cert_hi - ms.cert_lo) / 2).mean(), shift
+    assert shift >= 0.2 * ((ms.cert_hi - ms.cert_lo) / 2).mean(), shift
 
 
 def test_a_wrong_interval_is_caught(run):

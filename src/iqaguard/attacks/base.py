@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict
 from typing import Any
 
@@ -136,8 +137,10 @@ class Attack:
         (counted in ``stats.queries``); ``self.improved`` holds the per-image choice."""
         xq = self.quantize(x_adv, x)
         # three batches of N, not one of 3·N: scores then match a scorer that sees the batch
-        # as given (batch-dependent float round-off; metrics that carry per-image state)
-        g0, ga, gq = (self.query(metric, t, ref) for t in (x, x_adv, xq))
+        # as given (batch-dependent float round-off; metrics that carry per-image state).
+        # A stochastic target that offers common_noise() scores all three under the same draws.
+        with getattr(metric, "common_noise", nullcontext)():
+            g0, ga, gq = [self.query(metric, t, ref) for t in (x, x_adv, xq)]
         better = (ga > g0) & (gq > g0)
         self.improved = better
         if bool(better.all()):

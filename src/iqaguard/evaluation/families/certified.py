@@ -7,6 +7,7 @@ attack differentiates the noisy base metric with EOT over ``eot_k`` draws (``noi
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -26,6 +27,11 @@ class _EOTNoise(Metric):
 
     def score(self, x, ref):
         return self.smoothed.noisy(x, ref, k=self.k)
+
+    def common_noise(self):
+        """Same draws for every call inside (the attack's keep-best check compares candidates);
+        a plugin's smoothed metric without ``common_noise`` keeps its own draws."""
+        return getattr(self.smoothed, "common_noise", nullcontext)()
 
 
 class Certified(Family):
