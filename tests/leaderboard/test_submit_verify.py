@@ -44,6 +44,27 @@ def test_submit_writes_valid_entry_and_bundle(submitted):
                                                                   "strip/a0_defended.png"}
 
 
+def test_entry_on_other_input_images_is_checked_but_not_recomputed(submitted, tmp_path, capsys):
+    """When this machine builds other input images than the entry's (another dataset hash: the
+    bundled distortions run CPU-specific float kernels; seen on an AVX2-only CPU), recomputed cells
+    could not match: the entry is still checked against its bundle, and the report says why its
+    cells were not recomputed instead of listing disagreements that follow from the inputs alone."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(submitted.with_name("jpeg.evidence.zip"), other)
+    data = json.loads(submitted.read_text())
+    data["provenance"]["dataset_hash"] = "0" * 64
+    write_json(other / "jpeg.json", data)
+    rep = verify(other / "jpeg.json", sample=1, seed=0, work=tmp_path / "v")
+    assert rep.ok and rep.checked_numbers > 150
+    assert not rep.cells and rep.compared == 0 and "dataset hash" in rep.not_recomputed
+    assert main(["verify", str(other), "--entries", "1", "--sample", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT RECOMPUTED" in out and "dataset hash" in out and "OK:" in out
+    # the entry's own inputs: recomputed as before
+    assert verify(submitted, sample=1, seed=0, work=tmp_path / "v2").not_recomputed == ""
+
+
 def test_verify_agrees_and_tampering_is_named(submitted, tmp_path, capsys):
     rep = verify(submitted, sample=1, seed=0, work=tmp_path / "v")
     assert rep.ok, rep.problems
