@@ -7,7 +7,9 @@ scores outside their certified interval, among non-abstained images within the r
 rate, mean interval width / range, forward passes and seconds per defended score.
 
 The full soundness run of docs/methods/defenses.md is the default (20 images; NIQE with ``rs``
-alone takes over an hour on 2 cores); ``make bench`` runs it on 4 images.
+alone takes over an hour on 2 cores); ``make bench`` runs it on 4 images. ``--workers N`` spreads
+the images over N local Dask processes (per-image results do not depend on it); a defense spec with
+a path (``ddrs:weights=PATH``) gets a folder name with the slashes replaced.
 """
 import argparse
 import tempfile
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 import iqaguard as ig
+from iqaguard.leaderboard.entries import slug
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=8,
                    help="images per task; the store saves a task's cells when it ends, so smaller batches lose "
                         "less of a stopped run (per-image results do not depend on it)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run the tasks on a local Dask cluster of this many processes (extra iqaguard[dask])")
     args = p.parse_args(argv)
     print(f"{'metric':12s} {'defense':8s} {'images':>6s} {'violations':>10s} {'abstain':>8s} {'width/R':>8s} "
           f"{'fwd/score':>9s} {'s/score':>8s} {'wall s':>7s}")
@@ -36,10 +41,11 @@ def main(argv: list[str] | None = None) -> dict:
         for d in args.defenses.split(","):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                out = Path(args.out) / f"{metric}-{size}-{d}" if args.out else tmp
+                out = Path(args.out) / f"{metric}-{size}-{slug(d)}" if args.out else tmp   # weights=PATH has slashes
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],
                                  dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=4,
-                                 out=out, report=False, batch_size=args.batch_size)
+                                 out=out, report=False, batch_size=args.batch_size,
+                                 workers=args.workers)
             rows = r.rows
             ok = (rows.cert_abstained == 0) & (rows.l2_c_a <= 0.25) & (rows.l2_c_ad <= 0.25)
             viol = 0
