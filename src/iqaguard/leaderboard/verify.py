@@ -184,8 +184,8 @@ def _dataset_hash(dataset: str, limit: int) -> str:
 
 def _other_inputs(suite, want: str) -> str:
     """Why recomputing cells here would be meaningless, or "": the bundled distortions run through
-    float kernels chosen by the CPU (oneDNN convolutions), so a machine with another instruction set
-    can build other 8-bit input images (seen: an AVX2-only CPU vs the entries' machine). Entries
+    float kernels chosen by the CPU (oneDNN convolutions among them), so another machine can build
+    other 8-bit input images (seen on an AVX2-only CPU and an AVX-512 AMD EPYC). Entries
     hash their input pixels (``provenance.dataset_hash``); on other inputs no cell could match."""
     kw = suite.run_kwargs()
     here = _dataset_hash(kw["dataset"], kw["limit"])
