@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from ..conftest import wait_for_rows
 from iqaguard.cli import main
@@ -53,11 +55,14 @@ def test_entry_on_other_input_images_is_checked_but_not_recomputed(submitted, tm
     other.mkdir()
     shutil.copy(submitted.with_name("jpeg.evidence.zip"), other)
     data = json.loads(submitted.read_text())
+    assert data["provenance"]["cpu"]                # recorded at submit: the inputs depend on it
     data["provenance"]["dataset_hash"] = "0" * 64
+    data["provenance"]["cpu"] = "Other CPU; DEFAULT"
     write_json(other / "jpeg.json", data)
     rep = verify(other / "jpeg.json", sample=1, seed=0, work=tmp_path / "v")
     assert rep.ok and rep.checked_numbers > 150
     assert not rep.cells and rep.compared == 0 and "dataset hash" in rep.not_recomputed
+    assert "entry's Other CPU; DEFAULT" in rep.not_recomputed
     assert main(["verify", str(other), "--entries", "1", "--sample", "1"]) == 0
     out = capsys.readouterr().out
     assert "NOT RECOMPUTED" in out and "dataset hash" in out and "OK:" in out
@@ -173,13 +178,16 @@ def test_a_killed_submission_in_a_shared_folder_resumes_to_the_fresh_entry(submi
     work, out = submitted.parents[3] / "work", tmp_path / "shared"
     cmd = [sys.executable, "-m", "iqaguard.cli", "submit", "median-blur", "--suite", str(TINY), "--out", str(out),
            "--work", str(work), "--no-progress"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the fresh entry below is computed in this process: the subprocesses use its thread count,
+    # whatever OMP_NUM_THREADS the suite was started with (other counts reorder float sums)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     stored = wait_for_rows(p, work / "iqaguard.db", "WHERE defense LIKE 'median-blur%'", n=2)
     assert p.poll() is None, "the submission finished before the kill: nothing to resume"
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (out / "tiny").exists()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert f"reusing the work folder {work}" in r.stderr
     assert json.loads((work / "submission.json").read_text())["defenses"] == ["jpeg:quality=50", "median-blur:kernel_size=3"]

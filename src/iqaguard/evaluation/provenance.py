@@ -29,6 +29,20 @@ def git_sha() -> str:
         return "unknown"
 
 
+def cpu() -> str:
+    """The CPU model and the vector level torch dispatches to: float kernels, and so the bundled
+    distortions' 8-bit pixels and some metric values, differ between CPUs (docs/leaderboard.md)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}; {torch.backends.cpu.get_cpu_capability()}"
+
+
 def provenance(seed: int, device: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "iqaguard": __version__,
@@ -38,6 +52,7 @@ def provenance(seed: int, device: str, spec: dict[str, Any]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": device,
+        "cpu": cpu(),
         "threads": torch.get_num_threads(),
         "seed": seed,
         "suite": spec.get("suite", "custom"),

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
+from ..evaluation.provenance import cpu
 from ..registry import DATASETS, DEFENSES, METRICS, canonical, short_spec
 from .bundle import FORMAT as BUNDLE_FORMAT, write_bundle
 from .entries import FORMAT, entry_scores, records_to_rows, rows_to_records, slug, write_json
@@ -283,6 +284,7 @@ def _submit(obj, defense: str, s: Suite, out: Path, work: Path, device: str, pro
                            "suite_hash": s.hash, "dataset": str(plan.dataset), "dataset_hash": ds_hash, "date": date,
                            "command": cmd, "images": len(plan.image_ids), "wall_seconds": round(wall, 1),
                            "threads": int(prov.get("threads") or torch.get_num_threads()),
+                           "cpu": str(prov.get("cpu") or cpu()),
                            "reused_cells": int(res.reused)},
             "evidence": {"bundle": bpath.name, "sha256": _sha256(bpath), "bytes": bpath.stat().st_size},
         }

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..errors import InputError
+from ..evaluation.provenance import cpu
 from .bundle import read_bundle
 from .entries import entry_scores, load_entry, records_to_rows
 from .suites import content_hash, suite_from_data
@@ -150,7 +151,7 @@ def verify(entry_path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, 
         return rep
 
     # 2. a sample of the bundle's cells recomputed from scratch, from the entry's own input images
-    rep.not_recomputed = _other_inputs(suite, entry["provenance"]["dataset_hash"])
+    rep.not_recomputed = _other_inputs(suite, entry["provenance"])
     if rep.not_recomputed:
         if log:
             log(rep.not_recomputed)
@@ -182,17 +183,18 @@ def _dataset_hash(dataset: str, limit: int) -> str:
     return dataset_hash(dataset, limit)
 
 
-def _other_inputs(suite, want: str) -> str:
+def _other_inputs(suite, prov: dict) -> str:
     """Why recomputing cells here would be meaningless, or "": the bundled distortions run through
     float kernels chosen by the CPU (oneDNN convolutions among them), so another machine can build
     other 8-bit input images (seen on an AVX2-only CPU and an AVX-512 AMD EPYC). Entries
     hash their input pixels (``provenance.dataset_hash``); on other inputs no cell could match."""
     kw = suite.run_kwargs()
-    here = _dataset_hash(kw["dataset"], kw["limit"])
+    here, want = _dataset_hash(kw["dataset"], kw["limit"]), prov["dataset_hash"]
     if here == want:
         return ""
+    cpus = f"; CPU here {cpu()}, entry's {prov['cpu']}" if prov.get("cpu") else ""
     return (f"cells not recomputed: this machine builds other input images than the entry's (dataset hash "
-            f"{here[:12]}…, entry {want[:12]}…; the bundled distortions use CPU-specific float kernels)")
+            f"{here[:12]}…, entry {want[:12]}…; the bundled distortions use CPU-specific float kernels{cpus})")
 
 
 @contextmanager

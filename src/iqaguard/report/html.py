@@ -45,7 +45,7 @@ DEFAULT_RANK_FORMULA = ("rank = order of rank_score = mean of the defense's fide
                         "within the metric (1 = best)")
 
 PROVENANCE_ORDER = ["iqaguard", "package_version", "version", "git_sha", "torch", "torch_version", "numpy",
-                    "python", "python_version", "platform", "device", "threads", "seed", "suite", "preset",
+                    "python", "python_version", "platform", "device", "cpu", "threads", "seed", "suite", "preset",
                     "spec", "started", "finished"]
 
 
