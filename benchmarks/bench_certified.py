@@ -24,6 +24,7 @@ from iqaguard.leaderboard.entries import slug
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=20)
+    p.add_argument("--eot-k", type=int, default=4, help="noise draws per gradient of the adaptive attack")
     p.add_argument("--metrics", default="iqg-cnn:64,iqg-resnet:64,niqe:192", help="metric:size,...")
     p.add_argument("--defenses", default="ms,rs")
     p.add_argument("--out", default="", help="keep each run's store under OUT/<metric>-<size>-<defense> and resume "
@@ -42,9 +43,10 @@ def main(argv: list[str] | None = None) -> dict:
         for d in args.defenses.split(","):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                out = Path(args.out) / f"{metric}-{size}-{slug(d)}" if args.out else tmp   # weights=PATH has slashes
+                out = Path(args.out) / f"{metric}-{size}-{slug(d)}{'' if args.eot_k == 4 else f'-eot{args.eot_k}'}" \
+                    if args.out else tmp   # weights=PATH has slashes
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],
-                                 dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=4,
+                                 dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=args.eot_k,
                                  out=out, report=False, batch_size=args.batch_size,
                                  workers=args.workers)
             rows = r.rows
