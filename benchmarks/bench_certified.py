@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
         metric, size = spec.split(":")
         for d in args.defenses.split(","):
             t0 = time.perf_counter()
+            name = f"{metric}-{size}-{slug(d)}" + (f"-eot{args.eot_k}" if args.eot_k != 4 else "")  # slug: weights=PATH
             with tempfile.TemporaryDirectory() as tmp:
-                out = Path(args.out) / f"{metric}-{size}-{slug(d)}{'' if args.eot_k == 4 else f'-eot{args.eot_k}'}" \
-                    if args.out else tmp   # weights=PATH has slashes
+                out = Path(args.out) / name if args.out else tmp
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],
                                  dataset=f"bundled:size={size}", limit=args.images, cert_eps=0.25, eot_k=args.eot_k,
                                  out=out, report=False, batch_size=args.batch_size,
@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
             viol = 0
             for col in ("defended_attacked", "defended_attacked_adaptive"):
                 viol += int((ok & ((rows[col] < rows.cert_lo) | (rows[col] > rows.cert_hi))).sum())
-            width = float(((rows.cert_hi - rows.cert_lo) / (rows.range_hi - rows.range_lo))[ok].mean())
+            span = rows.range_hi - rows.range_lo
+            width = float(((rows.cert_hi - rows.cert_lo) / span)[ok].mean())
             # an adaptive result equal to the clean image (keep-best found no gain) makes its check vacuous
             kept = int((rows.l2_c_ad > 0).sum())
-            shift = float(((rows.defended_attacked_adaptive - rows.defended_clear).abs()
-                           / (rows.range_hi - rows.range_lo)).mean())
+            shift = float(((rows.defended_attacked_adaptive - rows.defended_clear).abs() / span).mean())
             wall = time.perf_counter() - t0
             print(f"{metric:12s} {d:8s} {len(rows):6d} {viol:10d} {1 - ok.mean():8.2f} {width:8.3f} "
                   f"{kept:4d} {shift:8.4f} {rows.defense_forwards.mean():9.0f} {rows.defense_seconds.mean():8.2f} "

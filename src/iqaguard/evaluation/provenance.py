@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def git_sha() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def cpu() -> str:
     """The CPU model and the vector level torch dispatches to: float kernels, and so the bundled
     distortions' 8-bit pixels and some metric values, differ between CPUs (docs/leaderboard.md)."""

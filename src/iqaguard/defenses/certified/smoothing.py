@@ -84,7 +84,7 @@ class SmoothedMetric(Metric):
         self.sigma, self.n, self.alpha = float(sigma), int(n), float(alpha)
         self.denoiser = denoiser
         self.method = method
-        self._common: str | int | None = None   # inside common_noise(): "on", then the global seed if drawn
+        self._common: int | None = None   # inside common_noise(): the seed of its global draws (0 with seeds)
         self.seeds = None
         self.forwards = 0          # base-metric forward passes (images × samples)
         self.chunk: int | None = None   # samples per base call; None: from CHUNK_VALUES
@@ -102,13 +102,13 @@ class SmoothedMetric(Metric):
     @contextmanager
     def common_noise(self):
         """Inside, every :meth:`noisy` call draws the same noise (stream ``"noisy:common"``; without
-        seeds, from one seed drawn by the first call inside): candidates compared with common random
+        seeds, from one seed drawn from the global generator on entry): candidates compared with common random
         numbers, so an attack's keep-best check compares images, not draws. With fresh draws it
         discarded 8 of 20 adaptive ℓ2 PGD results on iqg-cnn × ms (EOT-4). Outside calls keep their
         count."""
         outer = self._common
-        if outer is None:   # without seeds, the first noisy() inside draws one seed from the global generator
-            self._common = "on"
+        if outer is None:   # without seeds, one seed from the global generator for every call inside
+            self._common = 0 if self.seeds is not None else int(torch.randint(0, 2 ** 62, ()).item())
         try:
             yield
         finally:
@@ -188,17 +188,13 @@ class SmoothedMetric(Metric):
             raise InputError(f"k must be an integer >= 1, got {k!r}")
         self._check_input(x, ref)
         if self._common is None:
-            stream = f"noisy:{self._noisy_calls}"
             self._noisy_calls += 1
-        else:
-            stream = "noisy:common"
-        if self._common is None or self.seeds is not None:
-            return self._noisy_means(x, ref, k, stream)
-        if self._common == "on":
-            self._common = int(torch.randint(0, 2 ** 62, ()).item())
+            return self._noisy_means(x, ref, k, f"noisy:{self._noisy_calls - 1}")
+        if self.seeds is not None:
+            return self._noisy_means(x, ref, k, "noisy:common")
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(self._common)
-            return self._noisy_means(x, ref, k, stream)
+            return self._noisy_means(x, ref, k, "noisy:common")
 
     def _noisy_means(self, x, ref, k: int, stream: str) -> torch.Tensor:
         means = []
