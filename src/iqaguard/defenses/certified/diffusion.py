@@ -37,9 +37,10 @@ from .gaussian import RS
 from .smoothing import BinnedSmoothedMetric
 
 PAD_TO = 32   # 2^(levels − 1) of the released 256×256 UNet (6 resolution levels)
-# Input values per UNet call. Its activations outgrow the CPU caches in large batches: the project's
-# small model at 64² ran 24–31 ms per sample in calls of 1–2 samples and 95 ms in the smoothing
-# chunk of 682 (one thread), and the released model's chunk of 42 samples at 256² would hold
+# Input values per UNet call. In large batches its activations outgrow the CPU caches (the small
+# model's middle-block attention weights alone are 8 MiB per sample at 64², 5.3 GiB for the smoothing
+# chunk of 682): that model at 64² ran 24–31 ms per sample in calls of 1–2 samples and 95 ms in
+# one call of 682 (one thread), and the released model's chunk of 42 samples at 256² would hold
 # gigabytes of activations per layer.
 MODEL_VALUES = 1 << 15
 
