@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 
 import iqaguard as ig
+from iqaguard.evaluation.families.certified import MIN_EOT_K
 from iqaguard.leaderboard.entries import slug
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=20)
-    p.add_argument("--eot-k", type=int, default=4, help="noise draws per gradient of the adaptive attack")
+    p.add_argument("--eot-k", type=int, default=MIN_EOT_K,
+                   help=f"noise draws per gradient of the adaptive attack (at least {MIN_EOT_K})")
     p.add_argument("--metrics", default="iqg-cnn:64,iqg-resnet:64,niqe:192", help="metric:size,...")
     p.add_argument("--defenses", default="ms,rs")
     p.add_argument("--out", default="", help="keep each run's store under OUT/<metric>-<size>-<defense> and resume "
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         metric, size = spec.split(":")
         for d in args.defenses.split(","):
             t0 = time.perf_counter()
-            name = f"{metric}-{size}-{slug(d)}" + (f"-eot{args.eot_k}" if args.eot_k != 4 else "")  # slug: weights=PATH
+            name = f"{metric}-{size}-{slug(d)}"   # slug: weights=PATH
+            name += f"-eot{args.eot_k}" if args.eot_k > MIN_EOT_K else ""
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(args.out) / name if args.out else tmp
                 r = ig.benchmark(metrics=[metric], attacks=["pgd:norm=l2,eps=0.2"], defenses=[d],

@@ -17,6 +17,7 @@ import iqaguard as ig
 from iqaguard import InputError
 from iqaguard.attacks.base import AttackStats
 from iqaguard.defenses.base import Defense
+from iqaguard.evaluation.families.certified import MIN_EOT_K, Certified
 from iqaguard.metrics.base import Metric
 from iqaguard.registry import ATTACKS, DATASETS, DEFENSES, METRICS, canonical
 
@@ -149,6 +150,16 @@ def grid(tmp_path_factory):
     return ig.benchmark(**GRID, out=out), out
 
 
+@pytest.mark.parametrize("asked, used", [(2, MIN_EOT_K), (MIN_EOT_K, MIN_EOT_K), (40, 40)])
+def test_certified_adaptive_attack_takes_at_least_min_eot_draws(asked, used):
+    """A run's smaller ``eot_k`` (the quick suite's 4) would leave the attack through a denoiser
+    weaker than the transfer attack; a larger one is kept. The draws are in the cell key's wrapper."""
+    plan = type("P", (), {"eot_k": asked})()
+    smoothed = ToySmoothing().protect(ig.create_metric("iqg-cnn"))
+    target = Certified().adaptive_target(None, None, smoothed, plan)
+    assert target.k == used and target.wrapper == Certified().wrapper(None, plan) == f"eot{used}"
+
+
 def test_one_grid_holds_all_three_families(grid):
     res, out = grid
     assert res.errors == 0 and res.computed == 9
@@ -162,7 +173,8 @@ def test_one_grid_holds_all_three_families(grid):
     assert set(tr.adaptive_wrapper) == {"none"}                        # direct white-box on the tuned metric
     ce = res.rows[res.rows.family == "certified"]
     assert ce.cert_lo.notna().all() and (ce.cert_lo <= ce.defended_clear).all() and (ce.cert_eps == 0.25).all()
-    assert set(ce.adaptive_wrapper) == {"eot2"} and (ce.defense_forwards >= 4).all()
+    # the run asked for 2 noise draws; the certified family's adaptive attack takes at least 16
+    assert set(ce.adaptive_wrapper) == {f"eot{MIN_EOT_K}"} and (ce.defense_forwards >= 4).all()
     pu = res.rows[res.rows.family == "purification"]
     assert pu.q_ssim_rgb_c_dc.notna().all() and set(pu.adaptive_wrapper) == {"bpda"}
     assert set(res.summary.reliability) <= {"reliable", "adaptive-checked"}
