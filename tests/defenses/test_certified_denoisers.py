@@ -191,18 +191,22 @@ def test_ddrs_and_densepure_real_path_with_tiny_unet(tiny):
 
 
 def test_unet_sub_batches_give_the_one_call_result(tiny, monkeypatch):
-    """The denoiser calls the UNet in sub-batches of MODEL_VALUES input values (speed: cache-sized
-    calls); pieces of 3, 3 and 2 samples must give the images, in order, of one call of 8."""
-    from iqaguard.defenses.certified import diffusion
+    """The denoisers and diffpure call the UNet in sub-batches of MODEL_VALUES input values (speed
+    and memory: cache-sized calls); pieces of 3, 3 and 2 samples must give the images, in order, of
+    one call of 8."""
+    from iqaguard.defenses.purification import diffpure
     z = torch.rand((8, 3, 16, 16), generator=torch.Generator().manual_seed(3))
-    for steps in (0, 2):
-        den = DiffusionDenoiser(tiny, 0.12, steps=steps)
+    purify = diffpure.DiffPure.with_model(tiny, t=3, size=0)
+    runs = {f"steps={steps}": (lambda den: lambda: den(z, torch.Generator().manual_seed(0)))(
+        DiffusionDenoiser(tiny, 0.12, steps=steps)) for steps in (0, 2)}
+    runs["diffpure"] = lambda: purify.transform(z, [torch.Generator().manual_seed(i) for i in range(8)])
+    for name, run in runs.items():
         outs = []
         for values in (1 << 30, 3 * z[0].numel()):
-            monkeypatch.setattr(diffusion, "MODEL_VALUES", values)
+            monkeypatch.setattr(diffpure, "MODEL_VALUES", values)
             with torch.no_grad():
-                outs.append(den(z, torch.Generator().manual_seed(0)))
-        assert torch.allclose(outs[0], outs[1], atol=1e-5) and not torch.equal(outs[0][0], outs[0][1])
+                outs.append(run())
+        assert torch.allclose(outs[0], outs[1], atol=1e-5) and not torch.equal(outs[0][0], outs[0][1]), name
 
 
 def test_diffusion_defaults_and_missing_weights(monkeypatch, tmp_path):

@@ -30,19 +30,13 @@ from ... import weights as _weights
 from ...errors import InputError
 from ...registry import DEFENSES, bind_params
 from ..purification.diffpure import (WEIGHTS_FILE, WEIGHTS_SOURCE, LinearSchedule, _cached_unet,
-                                     _split_output)
+                                     _split_output, call_unet)
 from . import bounds
 from .defense import count
 from .gaussian import RS
 from .smoothing import BinnedSmoothedMetric
 
 PAD_TO = 32   # 2^(levels − 1) of the released 256×256 UNet (6 resolution levels)
-# Input values per UNet call. In large batches its activations outgrow the CPU caches (the small
-# model's middle-block attention weights alone are 8 MiB per sample at 64², 5.3 GiB for the smoothing
-# chunk of 682): that model at 64² ran 24–31 ms per sample in calls of 1–2 samples and 95 ms in
-# one call of 682 (one thread), and the released model's chunk of 42 samples at 256² would hold
-# gigabytes of activations per layer.
-MODEL_VALUES = 1 << 15
 
 
 def _pad_multiple(model: nn.Module) -> int:
@@ -87,9 +81,7 @@ class DiffusionDenoiser:
         p = next(self.model.parameters(), None)
         if p is not None and p.device != x.device:
             self.model = self.model.to(x.device)
-        t = torch.full((x.shape[0],), t_index, dtype=torch.long, device=x.device)
-        step = max(1, MODEL_VALUES // x[0].numel())
-        return torch.cat([self.model(xs, ts) for xs, ts in zip(x.split(step), t.split(step))])
+        return call_unet(self.model, x, t_index)
 
     def __call__(self, z: torch.Tensor, gen) -> torch.Tensor:
         h, w = z.shape[-2:]
