@@ -197,9 +197,10 @@ def test_unet_sub_batches_give_the_one_call_result(tiny, monkeypatch):
     from iqaguard.defenses.purification import diffpure
     z = torch.rand((8, 3, 16, 16), generator=torch.Generator().manual_seed(3))
     purify = diffpure.DiffPure.with_model(tiny, t=3, size=0)
-    runs = {f"steps={steps}": (lambda den: lambda: den(z, torch.Generator().manual_seed(0)))(
-        DiffusionDenoiser(tiny, 0.12, steps=steps)) for steps in (0, 2)}
-    runs["diffpure"] = lambda: purify.transform(z, [torch.Generator().manual_seed(i) for i in range(8)])
+    runs = {"diffpure": lambda: purify.transform(z, [torch.Generator().manual_seed(i) for i in range(8)])}
+    for steps in (0, 2):
+        den = DiffusionDenoiser(tiny, 0.12, steps=steps)
+        runs[f"steps={steps}"] = lambda den=den: den(z, torch.Generator().manual_seed(0))
     for name, run in runs.items():
         outs = []
         for values in (1 << 30, 3 * z[0].numel()):
